@@ -1,0 +1,402 @@
+//! Runs the aggregator: serves the Federation service over mutual TLS and
+//! drives the run round by round.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use modelpub_protocol::audit::{AuditLog, Direction};
+use modelpub_protocol::envelope::Signer;
+use modelpub_protocol::identity::{Identity, Roster};
+use modelpub_protocol::pb;
+use modelpub_protocol::pb::federation_server::FederationServer;
+use modelpub_protocol::replay::ReplayGuard;
+use modelpub_protocol::tensor::{NamedTensor, TensorSet};
+use modelpub_protocol::tls::TlsMaterial;
+use tokio::sync::watch;
+
+use super::Shared;
+use super::accumulator::RoundSum;
+use super::evaluator::Evaluator;
+use super::service::FederationService;
+use super::state::{GlobalModel, OpenRound, Phase, State};
+use super::strategy::{self, Strategy, Weights};
+use crate::audit_trail;
+use crate::config::{AggregatorConfig, read_json};
+use crate::model::Model;
+use crate::party::PartyDir;
+use crate::round_record::RoundRecord;
+use crate::weights_file;
+
+/// How long participants get to hear that the run is over before the
+/// server stops.
+const FAREWELL: Duration = Duration::from_secs(20);
+
+pub async fn run(party: PartyDir) -> anyhow::Result<()> {
+    let config: AggregatorConfig = read_json(&party.config())?;
+    validate(&config)?;
+    let identity = Identity::load(party.root())?;
+    let tls = TlsMaterial::load(&party.tls())?;
+    let audit = AuditLog::open(party.root(), identity.clone())?;
+    let roster = Roster::new(config.roster.clone());
+    let initial = Model::new(&config.model, tch::Device::Cpu, config.model_seed)?.weights();
+    let evaluator = match &config.evaluation {
+        Some(v) => Some(Evaluator::open(v, config.model.clone())?),
+        None => None,
+    };
+    let strategy = strategy::build(&config.strategy);
+    let (changes, _) = watch::channel(0);
+    let shared = Arc::new(Shared {
+        signer: Signer::new(identity, &config.federation),
+        roster,
+        replay: ReplayGuard::new(),
+        audit,
+        state: Mutex::new(State::new(GlobalModel::new(initial))),
+        changes,
+        config,
+    });
+
+    let listener = tokio::net::TcpListener::bind(&shared.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", shared.config.listen))?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls.server_config())
+        .context("TLS configuration")?
+        .add_service(FederationServer::new(FederationService::new(shared.clone())))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                stopped.await.ok();
+            },
+        );
+    let server = tokio::spawn(server);
+    write_atomically(&shared.config.address_file, address.to_string().as_bytes())?;
+    tracing::info!(%address, "aggregator listening");
+
+    let outcome = drive(&shared, evaluator, strategy, &party).await;
+    let reason = match &outcome {
+        Ok(summary) => summary.clone(),
+        Err(e) => format!("run aborted: {e:#}"),
+    };
+    finish(&shared, reason).await;
+    stop.send(()).ok();
+    server.await?.context("gRPC server")?;
+    outcome.map(|_| ())
+}
+
+fn validate(config: &AggregatorConfig) -> anyhow::Result<()> {
+    if config.rounds == 0 {
+        bail!("rounds must be at least 1");
+    }
+    if config.min_participants == 0 {
+        bail!("min_participants must be at least 1");
+    }
+    if (config.min_participants as usize) > config.roster.len() {
+        bail!(
+            "min_participants is {} but the roster has only {} members",
+            config.min_participants,
+            config.roster.len()
+        );
+    }
+    Ok(())
+}
+
+async fn drive(
+    shared: &Arc<Shared>,
+    evaluator: Option<Evaluator>,
+    mut strategy: Box<dyn Strategy>,
+    party: &PartyDir,
+) -> anyhow::Result<String> {
+    let config = &shared.config;
+    let joined = wait_for_joins(shared).await?;
+    let global = shared.lock_anyhow()?.global.clone();
+    let layout: Vec<(String, Vec<u64>)> = global
+        .set
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
+    let mut weights: Weights = global
+        .set
+        .tensors
+        .iter()
+        .map(|t| t.to_f32())
+        .collect::<Result<_, _>>()?;
+    let mut last_score = match &evaluator {
+        Some(e) => Some(e.score(global.set.clone()).await?),
+        None => None,
+    };
+    let mut succeeded = 0;
+    for round in 1..=config.rounds {
+        let plan = plan_round(shared, round, &joined, strategy.as_ref())?;
+        let deadline = Instant::now() + Duration::from_secs(config.round_timeout_secs);
+        {
+            let mut state = shared.lock_anyhow()?;
+            state.phase = Phase::Open(Box::new(OpenRound {
+                sum: RoundSum::new(&weights.iter().map(Vec::len).collect::<Vec<_>>()),
+                plan: plan.clone(),
+                uploaded: Default::default(),
+                receiving: Default::default(),
+                bytes_up: 0,
+                bytes_down: 0,
+                train_losses: Vec::new(),
+                started: Instant::now(),
+            }));
+        }
+        shared.bump();
+        tracing::info!(round, participants = plan.participants.len(), "round open");
+        wait_until(shared, deadline, |s| match &s.phase {
+            Phase::Open(r) => r.all_in(),
+            _ => true,
+        })
+        .await;
+        let open = {
+            let mut state = shared.lock_anyhow()?;
+            match std::mem::replace(&mut state.phase, Phase::Closed) {
+                Phase::Open(open) => open,
+                _ => bail!("round {round} was closed by someone else"),
+            }
+        };
+        let dropped: Vec<String> = open
+            .plan
+            .participants
+            .iter()
+            .filter(|p| !open.uploaded.contains(*p))
+            .cloned()
+            .collect();
+        let contributors = open.sum.contributors();
+        let (ok, reason) = if contributors >= config.min_participants as usize {
+            let mean = open.sum.mean().context("no updates despite contributors")?;
+            strategy.apply(&mut weights, &mean);
+            if weights.iter().flatten().any(|v| !v.is_finite()) {
+                bail!("round {round}: the new global model has non-finite weights");
+            }
+            let set = to_tensor_set(&layout, &weights)?;
+            if let Some(e) = &evaluator {
+                last_score = Some(e.score(set.clone()).await?);
+            }
+            let new_global = GlobalModel::new(set);
+            publish_model(party, &new_global)?;
+            shared.lock_anyhow()?.global = new_global;
+            succeeded += 1;
+            (true, String::new())
+        } else {
+            (
+                false,
+                format!(
+                    "only {contributors} of {} updates arrived by the deadline (minimum {}); the global model stays as it was",
+                    open.plan.participants.len(),
+                    config.min_participants
+                ),
+            )
+        };
+        let digest = shared.lock_anyhow()?.global.digest().to_string();
+        let examples: u64 = open.train_losses.iter().map(|(n, _)| n).sum();
+        let train_loss = (examples > 0).then(|| {
+            open.train_losses
+                .iter()
+                .map(|(n, l)| *n as f64 * l)
+                .sum::<f64>()
+                / examples as f64
+        });
+        let mut uploaded: Vec<String> = open.uploaded.iter().cloned().collect();
+        uploaded.sort();
+        let record = RoundRecord {
+            round,
+            succeeded: ok,
+            reason: reason.clone(),
+            accuracy: last_score.as_ref().map(|s| s.accuracy),
+            loss: last_score.as_ref().map(|s| s.loss),
+            train_loss,
+            participants: uploaded.len(),
+            dropped: dropped.len(),
+            participant_names: uploaded.clone(),
+            dropped_names: dropped.clone(),
+            bytes_up: open.bytes_up,
+            bytes_down: open.bytes_down,
+            seconds: open.started.elapsed().as_secs_f64(),
+            model_sha256: digest.clone(),
+        };
+        append_line(&config.rounds_file, &serde_json::to_string(&record)?)?;
+        let mut metrics = BTreeMap::new();
+        if let Some(s) = &last_score {
+            metrics.insert("accuracy".to_string(), s.accuracy);
+            metrics.insert("loss".to_string(), s.loss);
+        }
+        if let Some(l) = train_loss {
+            metrics.insert("train_loss".to_string(), l);
+        }
+        let result = pb::RoundResult {
+            round,
+            succeeded: ok,
+            reason: reason.clone(),
+            model_sha256: digest.clone(),
+            participants: uploaded,
+            dropped,
+            bytes_up: record.bytes_up,
+            bytes_down: record.bytes_down,
+            seconds: record.seconds,
+            metrics: metrics.into_iter().collect(),
+        };
+        audit_trail::event(
+            &shared.audit,
+            Direction::Local,
+            "modelpub.v1.RoundResult",
+            "",
+            round,
+            &digest,
+            if ok { "round completed" } else { &reason },
+        );
+        shared.lock_anyhow()?.results.insert(round, result);
+        shared.bump();
+        if ok {
+            tracing::info!(round, accuracy = ?record.accuracy, loss = ?record.loss, "round complete");
+        } else {
+            tracing::warn!(round, "round failed: {reason}");
+        }
+    }
+    Ok(format!(
+        "{succeeded} of {} rounds completed",
+        config.rounds
+    ))
+}
+
+fn plan_round(
+    shared: &Shared,
+    round: u32,
+    joined: &[String],
+    strategy: &dyn Strategy,
+) -> anyhow::Result<pb::RoundPlan> {
+    let config = &shared.config;
+    let deadline_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64
+        + (config.round_timeout_secs * 1000) as i64;
+    let t = &config.training;
+    Ok(pb::RoundPlan {
+        round,
+        total_rounds: config.rounds,
+        model_sha256: shared.lock_anyhow()?.global.digest().to_string(),
+        participants: joined.to_vec(),
+        min_participants: config.min_participants,
+        deadline_unix_ms: deadline_ms,
+        training: Some(pb::TrainingConfig {
+            local_epochs: t.local_epochs,
+            batch_size: t.batch_size,
+            learning_rate: t.learning_rate,
+            proximal_mu: strategy.proximal_mu(),
+            max_batches_per_epoch: t.max_batches_per_epoch,
+            seed: t.seed,
+        }),
+        model: Some(shared.model_spec()),
+        strategy: strategy.name().to_string(),
+    })
+}
+
+/// Gang start: the first round waits for the whole roster, or for the join
+/// timeout if at least `min_participants` made it.
+async fn wait_for_joins(shared: &Arc<Shared>) -> anyhow::Result<Vec<String>> {
+    let config = &shared.config;
+    let want = shared.roster.names().len();
+    let deadline = Instant::now() + Duration::from_secs(config.join_timeout_secs);
+    wait_until(shared, deadline, |s| s.joined.len() >= want).await;
+    let joined: Vec<String> = shared.lock_anyhow()?.joined.keys().cloned().collect();
+    if joined.len() < config.min_participants as usize {
+        bail!(
+            "only {} of {want} participants joined within {} s (minimum {}): {:?}",
+            joined.len(),
+            config.join_timeout_secs,
+            config.min_participants,
+            joined
+        );
+    }
+    Ok(joined)
+}
+
+async fn wait_until(shared: &Shared, deadline: Instant, done: impl Fn(&State) -> bool) {
+    let mut changes = shared.changes.subscribe();
+    loop {
+        match shared.state.lock() {
+            Ok(state) if !done(&state) => {}
+            _ => return,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        if tokio::time::timeout(left, changes.changed()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn finish(shared: &Arc<Shared>, reason: String) {
+    let (digest, rounds) = match shared.state.lock() {
+        Ok(mut state) => {
+            let digest = state.global.digest().to_string();
+            let rounds = state.results.values().filter(|r| r.succeeded).count() as u32;
+            state.phase = Phase::Finished(pb::FederationFinished {
+                rounds_completed: rounds,
+                final_model_sha256: digest.clone(),
+                reason: reason.clone(),
+            });
+            (digest, rounds)
+        }
+        Err(_) => return,
+    };
+    shared.bump();
+    tracing::info!(rounds, final_model = %digest, "run finished: {reason}");
+    let joined = shared
+        .state
+        .lock()
+        .map(|s| s.joined.len())
+        .unwrap_or_default();
+    wait_until(shared, Instant::now() + FAREWELL, |s| {
+        s.told_finished.len() >= joined
+    })
+    .await;
+}
+
+fn to_tensor_set(layout: &[(String, Vec<u64>)], weights: &Weights) -> anyhow::Result<TensorSet> {
+    let tensors = layout
+        .iter()
+        .zip(weights)
+        .map(|((name, shape), w)| NamedTensor::from_f32(name.clone(), shape.clone(), w))
+        .collect();
+    Ok(TensorSet::new(tensors)?)
+}
+
+/// The latest global model, replaced atomically so a crash never leaves a
+/// half-written file.
+fn publish_model(party: &PartyDir, model: &GlobalModel) -> anyhow::Result<()> {
+    let bytes = weights_file::encode(&model.set)?;
+    write_atomically(&party.root().join("global-model.safetensors"), &bytes)
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    writeln!(f, "{line}")?;
+    f.flush()?;
+    Ok(())
+}
+
+impl Shared {
+    fn lock_anyhow(&self) -> anyhow::Result<std::sync::MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("aggregator state lock poisoned"))
+    }
+}

@@ -1,0 +1,12 @@
+pub mod aggregator;
+pub mod audit_trail;
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod participant;
+pub mod party;
+pub mod round_record;
+pub mod simulate;
+pub mod train;
+pub mod vault;
+pub mod weights_file;

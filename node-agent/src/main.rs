@@ -1,0 +1,123 @@
+//! `modelpub`: the node-agent binary and the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use modelpub_node_agent::party::PartyDir;
+use modelpub_node_agent::simulate::options::SimulateOptions;
+use modelpub_node_agent::{aggregator, participant, simulate};
+
+#[derive(Parser)]
+#[command(name = "modelpub", version, about = "Federated, privacy-preserving AI between institutions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole federation on this machine, one process per party.
+    Simulate(SimulateOptions),
+    /// Serve the aggregator role from a party directory.
+    Aggregator {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Serve the participant role from a party directory.
+    Participant {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Train one institution alone (the local-only baseline).
+    TrainLocal {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Audit logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check a party's hash-chained, signed audit log and name the first bad entry.
+    Verify {
+        /// The party directory holding audit.log and identity.pub.
+        dir: PathBuf,
+        /// Pin the signer's key (an identity.pub file) instead of trusting the one in DIR.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    if let Some(n) = std::env::var("MODELPUB_TORCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        tch::set_num_threads(n);
+    }
+    match command {
+        Command::Simulate(opts) => {
+            let report = runtime()?.block_on(simulate::run(opts.clone()))?;
+            println!("{}", simulate::report::table(&report));
+            eprintln!(
+                "report: {0}/report.json and {0}/report.svg ({1:.1} s)",
+                opts.out.display(),
+                report.seconds
+            );
+            Ok(())
+        }
+        Command::Aggregator { dir } => runtime()?.block_on(aggregator::run(PartyDir::new(dir))),
+        Command::Participant { dir } => runtime()?.block_on(participant::run(PartyDir::new(dir))),
+        Command::TrainLocal { config } => simulate::train_local(&config),
+        Command::Audit {
+            command: AuditCommand::Verify { dir, public_key },
+        } => {
+            let pinned = public_key
+                .map(|p| modelpub_protocol::identity::PublicIdentity::load(&p))
+                .transpose()?;
+            let report = modelpub_protocol::audit::verify(&dir, pinned.as_ref())?;
+            println!(
+                "{}: {} entries, chain intact, all signed by {} ({})",
+                dir.join("audit.log").display(),
+                report.entries,
+                report.signer.name,
+                report.signer.fingerprint()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("MODELPUB_LOG_FORMAT").is_none())
+        .init();
+}

@@ -1,0 +1,318 @@
+//! The participant role: joins the federation, and each round downloads the
+//! global model, trains on its own vault, and streams back only the update.
+//! Raw data never leaves the vault.
+
+mod connect;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use modelpub_protocol::audit::{AuditLog, Direction};
+use modelpub_protocol::envelope::{Expectation, RoundRule, Signer, open};
+use modelpub_protocol::identity::{Identity, Roster};
+use modelpub_protocol::pb;
+use modelpub_protocol::pb::federation_client::FederationClient;
+use modelpub_protocol::replay::ReplayGuard;
+use modelpub_protocol::tensor::{NamedTensor, TensorAssembler, TensorSet};
+use modelpub_protocol::tls::TlsMaterial;
+use prost::Name;
+use tonic::transport::Channel;
+
+use crate::audit_trail;
+use crate::config::{ParticipantConfig, read_json};
+use crate::data::{Dataset, decode_dataset};
+use crate::model::{Model, ModelConfig, pick_device};
+use crate::party::PartyDir;
+use crate::train::{self, TrainConfig};
+use crate::vault::{Vault, VaultKey};
+use crate::weights_file;
+
+pub use connect::connect;
+
+/// The protocol state of one participant: who it is, whom it trusts.
+struct Session {
+    client: FederationClient<Channel>,
+    signer: Signer,
+    aggregator: Roster,
+    aggregator_name: String,
+    replay: ReplayGuard,
+    audit: AuditLog,
+    federation: String,
+}
+
+impl Session {
+    fn seal<M: prost::Message + Name>(&self, round: u32, m: &M) -> pb::SignedEnvelope {
+        let env = self.signer.seal(round, m);
+        audit_trail::envelope(&self.audit, Direction::Sent, &self.aggregator_name, &env);
+        env
+    }
+
+    fn open<M: prost::Message + Name + Default>(
+        &self,
+        env: &pb::SignedEnvelope,
+        round: RoundRule,
+    ) -> anyhow::Result<M> {
+        let expect = Expectation {
+            federation: &self.federation,
+            round,
+        };
+        let opened = open::<M>(env, &self.aggregator, &expect, &self.replay)
+            .with_context(|| format!("reply from the aggregator ({})", env.kind))?;
+        audit_trail::envelope(&self.audit, Direction::Received, &opened.sender, env);
+        Ok(opened.message)
+    }
+}
+
+pub async fn run(party: PartyDir) -> anyhow::Result<()> {
+    let config: ParticipantConfig = read_json(&party.config())?;
+    let identity = Identity::load(party.root())?;
+    let name = identity.name().to_string();
+    let tls = TlsMaterial::load(&party.tls())?;
+    let vault = Vault::open(&config.vault.dir, VaultKey::load(&config.vault.key_file)?)?;
+    let data = decode_dataset(&vault.get("dataset")?).context("the vault's data set")?;
+    if data.is_empty() {
+        bail!("the vault's data set is empty");
+    }
+    let device = pick_device(config.prefer_cuda);
+    let channel = connect(
+        &config.aggregator_url,
+        &config.aggregator_server_name,
+        &tls,
+        Duration::from_secs(config.connect_timeout_secs),
+    )
+    .await?;
+    let mut session = Session {
+        client: FederationClient::new(channel)
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(8 << 20),
+        audit: AuditLog::open(party.root(), identity.clone())?,
+        signer: Signer::new(identity, &config.federation),
+        aggregator_name: config.aggregator_identity.name.clone(),
+        aggregator: Roster::new([config.aggregator_identity.clone()]),
+        replay: ReplayGuard::new(),
+        federation: config.federation.clone(),
+    };
+
+    let join = session.seal(
+        0,
+        &pb::JoinRequest {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            num_examples: data.len() as u64,
+            device: format!("{device:?}").to_lowercase(),
+        },
+    );
+    let reply = session.client.join(join).await.context("join")?.into_inner();
+    let accepted: pb::JoinAccepted = session.open(&reply, RoundRule::Exactly(0))?;
+    let spec = accepted.model.context("JoinAccepted carries no model spec")?;
+    let model_config = ModelConfig::from_json(&spec.family, &spec.config_json)?;
+    let mut model = Model::new(&model_config, device, 0)?;
+    tracing::info!(participant = %name, rounds = accepted.total_rounds, examples = data.len(), ?device, "joined");
+
+    let mut after_round = 0;
+    loop {
+        let ask = session.seal(0, &pb::RoundRequest { after_round });
+        let reply = session
+            .client
+            .await_round(ask)
+            .await
+            .context("waiting for the next round")?
+            .into_inner();
+        if reply.kind == pb::FederationFinished::full_name() {
+            let done: pb::FederationFinished = session.open(&reply, RoundRule::Exactly(0))?;
+            tracing::info!(rounds = done.rounds_completed, model = %done.final_model_sha256, "federation finished: {}", done.reason);
+            break;
+        }
+        let plan: pb::RoundPlan = session.open(&reply, RoundRule::Any)?;
+        if plan.round <= after_round || reply.round != plan.round {
+            bail!(
+                "the aggregator planned round {} after round {after_round}; refusing a round that goes backwards",
+                plan.round
+            );
+        }
+        let round = plan.round;
+        let global = download(&mut session, &plan).await?;
+        model.load_weights(&global)?;
+        let training = plan.training.clone().context("RoundPlan carries no training config")?;
+        let cfg = TrainConfig {
+            local_epochs: training.local_epochs,
+            batch_size: training.batch_size.max(1) as usize,
+            learning_rate: training.learning_rate,
+            proximal_mu: training.proximal_mu,
+            max_batches_per_epoch: training.max_batches_per_epoch as usize,
+            seed: training
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(u64::from(round))
+                .wrapping_add(seed_of(&name)),
+        };
+        let outcome = tokio::task::block_in_place(|| train::train(&mut model, &data, &cfg, &mut |_, _| {}))?;
+        let local = model.weights();
+        save_model_state(&vault, &local)?;
+        let update = difference(&local, &global)?;
+        let receipt = upload(&mut session, round, &plan, &update, outcome.num_examples, outcome.mean_loss).await?;
+        tracing::info!(round, loss = outcome.mean_loss, bytes = receipt.bytes_received, "update sent");
+        let ask = session.seal(0, &pb::RoundResultRequest { round });
+        match session.client.get_round_result(ask).await {
+            Ok(reply) => {
+                let result: pb::RoundResult =
+                    session.open(&reply.into_inner(), RoundRule::Exactly(round))?;
+                tracing::info!(round, succeeded = result.succeeded, model = %result.model_sha256, "round result");
+            }
+            Err(status) => tracing::warn!(round, "no round result: {}", status.message()),
+        }
+        after_round = round;
+    }
+    Ok(())
+}
+
+fn seed_of(name: &str) -> u64 {
+    name.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+async fn download(session: &mut Session, plan: &pb::RoundPlan) -> anyhow::Result<TensorSet> {
+    let ask = session.seal(
+        plan.round,
+        &pb::ModelRequest {
+            model_sha256: plan.model_sha256.clone(),
+        },
+    );
+    let mut frames = session
+        .client
+        .download_model(ask)
+        .await
+        .context("downloading the global model")?
+        .into_inner();
+    let header = match frames.message().await?.and_then(|f| f.frame) {
+        Some(pb::model_frame::Frame::Header(env)) => env,
+        _ => bail!("the model stream did not start with a signed header"),
+    };
+    let header: pb::ModelHeader = session.open(&header, RoundRule::Exactly(plan.round))?;
+    let manifest = header.manifest.context("ModelHeader carries no manifest")?;
+    if manifest.content_sha256 != plan.model_sha256 {
+        bail!(
+            "the aggregator sent model {} but planned round {} on model {}",
+            manifest.content_sha256,
+            plan.round,
+            plan.model_sha256
+        );
+    }
+    let mut assembler = TensorAssembler::new(&manifest)?;
+    while let Some(frame) = frames.message().await? {
+        match frame.frame {
+            Some(pb::model_frame::Frame::Chunk(c)) => assembler.push(&c)?,
+            _ => bail!("the model stream carried a second header"),
+        }
+    }
+    let set = assembler.finish()?;
+    audit_trail::event(
+        &session.audit,
+        Direction::Received,
+        "modelpub.v1.ModelTensors",
+        &session.aggregator_name,
+        plan.round,
+        &set.digest(),
+        "global model verified against the signed digest",
+    );
+    Ok(set)
+}
+
+async fn upload(
+    session: &mut Session,
+    round: u32,
+    plan: &pb::RoundPlan,
+    update: &TensorSet,
+    num_examples: u64,
+    train_loss: f64,
+) -> anyhow::Result<pb::UpdateReceipt> {
+    let header = session.seal(
+        round,
+        &pb::UpdateHeader {
+            base_model_sha256: plan.model_sha256.clone(),
+            manifest: Some(update.manifest()),
+            num_examples,
+            train_loss,
+        },
+    );
+    audit_trail::event(
+        &session.audit,
+        Direction::Sent,
+        "modelpub.v1.UpdateTensors",
+        &session.aggregator_name,
+        round,
+        &update.digest(),
+        "",
+    );
+    let frames: Vec<pb::UpdateFrame> = std::iter::once(pb::UpdateFrame {
+        frame: Some(pb::update_frame::Frame::Header(header)),
+    })
+    .chain(update.chunks().map(|c| pb::UpdateFrame {
+        frame: Some(pb::update_frame::Frame::Chunk(c)),
+    }))
+    .collect();
+    let reply = session
+        .client
+        .upload_update(futures::stream::iter(frames))
+        .await
+        .context("uploading the update")?
+        .into_inner();
+    let receipt: pb::UpdateReceipt = session.open(&reply, RoundRule::Exactly(round))?;
+    if receipt.update_sha256 != update.digest() {
+        bail!(
+            "the aggregator's receipt names update {}, we sent {}",
+            receipt.update_sha256,
+            update.digest()
+        );
+    }
+    Ok(receipt)
+}
+
+/// The update the protocol carries: local weights minus global weights.
+fn difference(local: &TensorSet, global: &TensorSet) -> anyhow::Result<TensorSet> {
+    local.check_same_layout(global)?;
+    let tensors = local
+        .tensors
+        .iter()
+        .zip(&global.tensors)
+        .map(|(l, g)| {
+            let delta: Vec<f32> = l
+                .to_f32()?
+                .iter()
+                .zip(g.to_f32()?)
+                .map(|(a, b)| a - b)
+                .collect();
+            Ok(NamedTensor::from_f32(l.name.clone(), l.shape.clone(), &delta))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(TensorSet::new(tensors)?)
+}
+
+/// The local model after training stays in the vault, encrypted.
+fn save_model_state(vault: &Vault, weights: &TensorSet) -> anyhow::Result<()> {
+    vault.put("model", &weights_file::encode(weights)?)?;
+    Ok(())
+}
+
+/// Trains alone on the vault, for the "local only" baseline that shows what
+/// federation adds. Evaluates after every `eval_every` epochs.
+pub fn train_local_only(
+    data: &Dataset,
+    test: &Dataset,
+    model_config: &ModelConfig,
+    cfg: &TrainConfig,
+    evaluations: u32,
+    model_seed: u64,
+    prefer_cuda: bool,
+) -> anyhow::Result<Vec<train::Evaluation>> {
+    let mut model = Model::new(model_config, pick_device(prefer_cuda), model_seed)?;
+    let mut scores = Vec::with_capacity(evaluations as usize);
+    for i in 0..evaluations {
+        let round_cfg = TrainConfig {
+            seed: cfg.seed.wrapping_add(u64::from(i)),
+            ..cfg.clone()
+        };
+        train::train(&mut model, data, &round_cfg, &mut |_, _| {})?;
+        scores.push(train::evaluate(&model, test)?);
+    }
+    Ok(scores)
+}

@@ -1,0 +1,41 @@
+//! One finished round as the aggregator records it (`rounds.jsonl`, one JSON
+//! object per line) and as `modelpub simulate` reports it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u32,
+    pub succeeded: bool,
+    /// Why the round failed; empty when it succeeded.
+    pub reason: String,
+    /// Test-set accuracy and loss of the global model after this round.
+    pub accuracy: Option<f64>,
+    pub loss: Option<f64>,
+    /// Example-weighted mean of the participants' local training loss.
+    pub train_loss: Option<f64>,
+    pub participants: usize,
+    pub dropped: usize,
+    pub participant_names: Vec<String>,
+    pub dropped_names: Vec<String>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub seconds: f64,
+    pub model_sha256: String,
+}
+
+impl RoundRecord {
+    pub fn read_all(path: &std::path::Path) -> std::io::Result<Vec<RoundRecord>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        // A line being written while we read is incomplete: skip it, it will
+        // be whole on the next read.
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+}

@@ -1,0 +1,384 @@
+//! `modelpub simulate`: a real federation on one machine. The aggregator and
+//! every institution run as separate processes of this binary, each with its
+//! own identity, certificate, sealed vault and audit log under `--out`,
+//! talking signed gRPC over mutual TLS on loopback.
+
+pub mod options;
+mod plot;
+mod processes;
+pub mod report;
+pub mod setup;
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::config::{StrategyConfig, TrainingSettings, read_json};
+use crate::data::{self, Dataset, Partition};
+use crate::model::ModelConfig;
+use crate::round_record::RoundRecord;
+use crate::train;
+use options::{DataSource, SimulateOptions, find_data_dir};
+use processes::{Party, await_address};
+use report::{CurvePoint, Final, InstitutionSummary, LocalOnly, Report};
+use setup::{Layout, LocalOnlyConfig, Plan};
+
+pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let source = DataSource::parse(&opts.data)?;
+    if opts.institutions == 0 {
+        bail!("--institutions must be at least 1");
+    }
+    if opts.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let partition: Partition = match &opts.partition {
+        Some(p) => p.parse()?,
+        None => source.default_partition(),
+    };
+    let strategy = StrategyConfig::parse(&opts.strategy).map_err(anyhow::Error::msg)?;
+    let data_dir = match source {
+        DataSource::Digits | DataSource::Shakespeare => find_data_dir(opts.data_dir.as_deref())?,
+        _ => std::path::PathBuf::new(),
+    };
+    let whole = source.load(&data_dir)?;
+    let test_fraction = opts.test_fraction.unwrap_or(match whole {
+        Dataset::Tabular(_) => 0.2,
+        Dataset::Text(_) => 0.1,
+    });
+    if !(test_fraction > 0.0 && test_fraction < 1.0) {
+        bail!("--test-fraction must be between 0 and 1, got {test_fraction}");
+    }
+    let (train_set, test_set) = data::split_train_test(&whole, test_fraction, opts.seed)?;
+    let parts = data::partition(&train_set, opts.institutions, &partition, opts.seed)?;
+    let model = ModelConfig::default_for(&whole);
+    let training = training_settings(&opts, &whole);
+
+    say(&format!(
+        "modelpub simulate: {} ({}), {} institutions partitioned by {}, {} rounds of {} with {} local epoch(s)",
+        opts.data,
+        whole.describe(),
+        opts.institutions,
+        opts.partition.as_deref().unwrap_or(match partition {
+            Partition::Label => "label",
+            _ => "role",
+        }),
+        opts.rounds,
+        strategy.name(),
+        training.local_epochs,
+    ));
+    setup::prepare_out_dir(&opts.out)?;
+    let layout = setup::lay_out(
+        &opts.out,
+        &Plan {
+            train_parts: &parts,
+            test: &test_set,
+            model: &model,
+            training: &training,
+            strategy: &strategy,
+            rounds: opts.rounds,
+            round_timeout_secs: opts.round_timeout,
+            seed: opts.seed,
+            prefer_cuda: opts.cuda,
+        },
+    )?;
+    let institutions: Vec<InstitutionSummary> = layout
+        .institutions
+        .iter()
+        .zip(&parts)
+        .map(|(p, d)| InstitutionSummary {
+            institution: party_name(p),
+            examples: d.len(),
+            holds: d.describe(),
+        })
+        .collect();
+    for i in &institutions {
+        say(&format!("  {}: {} ({})", i.institution, i.examples, i.holds));
+    }
+    say(&format!(
+        "  federation CA, identities, certificates and sealed vaults in {}",
+        layout.out.display()
+    ));
+
+    let rounds = federate(&layout, &opts).await?;
+    let local_only = if opts.skip_local_only {
+        Vec::new()
+    } else {
+        baselines(&layout).await?
+    };
+    let last_ok = rounds.iter().rev().find(|r| r.succeeded);
+    let final_ = Final {
+        accuracy: rounds.last().and_then(|r| r.accuracy),
+        loss: rounds.last().and_then(|r| r.loss),
+        model_sha256: rounds
+            .last()
+            .map(|r| r.model_sha256.clone())
+            .unwrap_or_default(),
+        rounds_completed: rounds.iter().filter(|r| r.succeeded).count(),
+    };
+    if last_ok.is_none() {
+        say("no round completed; the global model is the initial one");
+    }
+    let report = Report {
+        config: serde_json::json!({
+            "options": opts,
+            "partition": format!("{partition:?}"),
+            "strategy": strategy,
+            "model": model,
+            "training": training,
+            "test_examples": test_set.len(),
+            "train_examples": train_set.len(),
+        }),
+        rounds,
+        local_only,
+        final_,
+        institutions,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(layout.out.join("report.json"), json)?;
+    plot::write_svg(&report, &layout.out.join("report.svg"))?;
+    Ok(report)
+}
+
+fn training_settings(opts: &SimulateOptions, data: &Dataset) -> TrainingSettings {
+    let d = train::default_train_config(data);
+    TrainingSettings {
+        local_epochs: opts.local_epochs.unwrap_or(d.local_epochs),
+        batch_size: opts.batch_size.unwrap_or(d.batch_size as u32),
+        learning_rate: opts.learning_rate.unwrap_or(d.learning_rate),
+        max_batches_per_epoch: opts
+            .max_batches_per_epoch
+            .unwrap_or(d.max_batches_per_epoch as u32),
+        seed: opts.seed,
+    }
+}
+
+fn party_name(p: &crate::party::PartyDir) -> String {
+    p.root()
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+fn say(line: &str) {
+    eprintln!("{line}");
+}
+
+/// Runs the federation to its end and returns the aggregator's round records.
+async fn federate(layout: &Layout, opts: &SimulateOptions) -> anyhow::Result<Vec<RoundRecord>> {
+    let mut aggregator = Party::role("aggregator", &layout.aggregator, "aggregator")?;
+    let address = await_address(&mut aggregator, &layout.address_file, Duration::from_secs(60)).await?;
+    say(&format!("  aggregator listening on {address} (mutual TLS)"));
+    setup::set_aggregator_address(layout, &address)?;
+    let mut participants = layout
+        .institutions
+        .iter()
+        .map(|p| Party::role("participant", p, &party_name(p)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let bar = progress_bar(opts.rounds as u64);
+    bar.set_message("waiting for institutions to join");
+    let limit = Duration::from_secs(60 + opts.round_timeout * u64::from(opts.rounds) + 60);
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut reported_exits = BTreeSet::new();
+    let outcome = loop {
+        let records = RoundRecord::read_all(&layout.rounds_file)?;
+        for r in &records[seen.min(records.len())..] {
+            let line = round_line(r, opts.rounds);
+            if bar.is_hidden() {
+                say(&line);
+            } else {
+                bar.println(line);
+            }
+            bar.set_position(u64::from(r.round));
+        }
+        if records.len() > seen {
+            bar.set_message("training");
+        }
+        seen = records.len();
+        for p in participants.iter_mut() {
+            if let Some(status) = p.poll()?
+                && !status.success()
+                && reported_exits.insert(p.name.clone())
+            {
+                bar.println(format!(
+                    "  {} exited ({status}); it will count as dropped. Its log ends:\n{}",
+                    p.name,
+                    indent(&p.log_tail(8))
+                ));
+            }
+        }
+        if let Some(status) = aggregator.poll()? {
+            break if status.success() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "the aggregator failed ({status}). Its log ends:\n{}",
+                    indent(&aggregator.log_tail(15))
+                ))
+            };
+        }
+        if started.elapsed() > limit {
+            break Err(anyhow::anyhow!(
+                "the federation did not finish within {} s",
+                limit.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    bar.finish_and_clear();
+    if let Err(e) = outcome {
+        aggregator.kill().await;
+        for p in participants.iter_mut() {
+            p.kill().await;
+        }
+        return Err(e);
+    }
+    for p in participants.iter_mut() {
+        let status = p.wait(Duration::from_secs(30)).await?;
+        if !status.success() && !reported_exits.contains(&p.name) {
+            say(&format!(
+                "  {} exited ({status}). Its log ends:\n{}",
+                p.name,
+                indent(&p.log_tail(8))
+            ));
+        }
+    }
+    let records = RoundRecord::read_all(&layout.rounds_file)?;
+    if records.is_empty() {
+        bail!("the aggregator finished without completing any round");
+    }
+    Ok(records)
+}
+
+fn round_line(r: &RoundRecord, rounds: u32) -> String {
+    let metrics = match (r.accuracy, r.loss) {
+        (Some(a), Some(l)) => format!("accuracy {a:.4}  loss {l:.4}"),
+        _ => String::new(),
+    };
+    let status = if r.succeeded {
+        String::new()
+    } else {
+        format!("  FAILED: {}", r.reason)
+    };
+    let dropped = if r.dropped_names.is_empty() {
+        String::new()
+    } else {
+        format!("  dropped: {}", r.dropped_names.join(", "))
+    };
+    format!(
+        "  round {:>2}/{rounds}  {metrics}  {} participant(s)  {:.2} s{dropped}{status}",
+        r.round, r.participants, r.seconds
+    )
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn progress_bar(rounds: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(rounds), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("  [{elapsed_precise}] {bar:30} round {pos}/{len} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Each institution trains alone, as its own process on its own vault.
+async fn baselines(layout: &Layout) -> anyhow::Result<Vec<LocalOnly>> {
+    say("  training each institution alone for comparison (local only)");
+    let mut running = Vec::new();
+    for party in &layout.institutions {
+        let config = party.root().join("local-only-config.json");
+        let log = party.root().join("local-only.log");
+        let config_arg = config.to_string_lossy().to_string();
+        running.push((
+            party.clone(),
+            Party::spawn(
+                &format!("{} (local only)", party_name(party)),
+                &["train-local", "--config", &config_arg],
+                &log,
+                party.root(),
+            )?,
+        ));
+    }
+    let mut results = Vec::new();
+    for (party, mut proc) in running {
+        let status = proc.wait(Duration::from_secs(3600)).await?;
+        if !status.success() {
+            bail!(
+                "{} failed ({status}). Its log ends:\n{}",
+                proc.name,
+                indent(&proc.log_tail(10))
+            );
+        }
+        let config: LocalOnlyConfig = read_json(&party.root().join("local-only-config.json"))?;
+        let curve: Vec<CurvePoint> = read_json(&config.out)?;
+        let last = curve
+            .last()
+            .with_context(|| format!("{} produced no evaluation", proc.name))?
+            .clone();
+        results.push(LocalOnly {
+            institution: party_name(&party),
+            accuracy: last.accuracy,
+            loss: last.loss,
+            curve,
+        });
+    }
+    Ok(results)
+}
+
+/// `modelpub train-local`: the local-only baseline of one institution.
+pub fn train_local(config_path: &std::path::Path) -> anyhow::Result<()> {
+    use crate::vault::{Vault, VaultKey};
+    let config: LocalOnlyConfig = read_json(config_path)?;
+    let open = |v: &crate::config::VaultRef| -> anyhow::Result<Dataset> {
+        let vault = Vault::open(&v.dir, VaultKey::load(&v.key_file)?)?;
+        Ok(data::decode_dataset(&vault.get("dataset")?)?)
+    };
+    let data = open(&config.vault)?;
+    let test = open(&config.testset)?;
+    let t = &config.training;
+    let cfg = train::TrainConfig {
+        local_epochs: t.local_epochs,
+        batch_size: t.batch_size.max(1) as usize,
+        learning_rate: t.learning_rate,
+        proximal_mu: 0.0,
+        max_batches_per_epoch: t.max_batches_per_epoch as usize,
+        seed: t.seed,
+    };
+    let scores = crate::participant::train_local_only(
+        &data,
+        &test,
+        &config.model,
+        &cfg,
+        config.evaluations,
+        config.model_seed,
+        config.prefer_cuda,
+    )?;
+    let curve: Vec<CurvePoint> = scores
+        .iter()
+        .enumerate()
+        .map(|(i, e)| CurvePoint {
+            round: i as u32 + 1,
+            accuracy: e.accuracy,
+            loss: e.loss,
+        })
+        .collect();
+    crate::config::write_json(&config.out, &curve)?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! `modelpub simulate` options, and where its built-in data sets live.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+
+use crate::data::{self, Dataset, Partition};
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct SimulateOptions {
+    /// digits | shakespeare | csv:PATH[:LABEL_COLUMN] | text:DIR
+    #[arg(long, default_value = "digits")]
+    pub data: String,
+    /// Number of institutions, each a separate process with its own vault.
+    #[arg(long, default_value_t = 3)]
+    pub institutions: usize,
+    /// Federated rounds.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
+    /// label | role | iid | dirichlet:ALPHA (default: label for tables, role for text).
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// fedavg | fedprox | fedadam
+    #[arg(long, default_value = "fedavg")]
+    pub strategy: String,
+    /// Local epochs per round (default depends on the data set).
+    #[arg(long)]
+    pub local_epochs: Option<u32>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where vaults, identities, audit logs, logs and the report go.
+    #[arg(long, default_value = "./modelpub-out")]
+    pub out: PathBuf,
+    /// Fraction of the whole data set held out for testing.
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
+    /// Local learning rate (default depends on the data set).
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Local mini-batch size (default depends on the data set).
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Cap on mini-batches per local epoch, 0 for none (default depends on the data set).
+    #[arg(long)]
+    pub max_batches_per_epoch: Option<u32>,
+    /// A round fails if its updates have not arrived after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub round_timeout: u64,
+    /// Skip training each institution alone for comparison.
+    #[arg(long)]
+    pub skip_local_only: bool,
+    /// Folder holding digits.csv.gz and tinyshakespeare.txt (default: the
+    /// repository's data/ folder, or $MODELPUB_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Train on CUDA when libtorch sees a GPU.
+    #[arg(long)]
+    pub cuda: bool,
+}
+
+/// Where the data set comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    Digits,
+    Shakespeare,
+    Csv {
+        path: PathBuf,
+        label: Option<String>,
+    },
+    Text(PathBuf),
+}
+
+impl DataSource {
+    pub fn parse(spec: &str) -> anyhow::Result<Self> {
+        match spec {
+            "digits" => return Ok(Self::Digits),
+            "shakespeare" => return Ok(Self::Shakespeare),
+            _ => {}
+        }
+        if let Some(rest) = spec.strip_prefix("csv:") {
+            if rest.is_empty() {
+                bail!("--data csv: needs a path, e.g. csv:data.csv:label");
+            }
+            // A path may itself contain ':'; only split off a label when the
+            // whole rest is not an existing file.
+            if Path::new(rest).is_file() {
+                return Ok(Self::Csv {
+                    path: rest.into(),
+                    label: None,
+                });
+            }
+            return Ok(match rest.rsplit_once(':') {
+                Some((path, label)) if !label.is_empty() => Self::Csv {
+                    path: path.into(),
+                    label: Some(label.to_string()),
+                },
+                _ => Self::Csv {
+                    path: rest.into(),
+                    label: None,
+                },
+            });
+        }
+        if let Some(dir) = spec.strip_prefix("text:") {
+            if dir.is_empty() {
+                bail!("--data text: needs a directory, e.g. text:notes/");
+            }
+            return Ok(Self::Text(dir.into()));
+        }
+        bail!("unknown --data `{spec}`; use digits, shakespeare, csv:PATH[:LABEL_COLUMN] or text:DIR")
+    }
+
+    pub fn load(&self, data_dir: &Path) -> anyhow::Result<Dataset> {
+        Ok(match self {
+            Self::Digits => Dataset::Tabular(data::load_digits(data_dir)?),
+            Self::Shakespeare => {
+                Dataset::Text(data::load_shakespeare(&data_dir.join("tinyshakespeare.txt"))?)
+            }
+            Self::Csv { path, label } => Dataset::Tabular(data::load_csv(path, label.as_deref())?),
+            Self::Text(dir) => Dataset::Text(data::load_text_dir(dir)?),
+        })
+    }
+
+    pub fn default_partition(&self) -> Partition {
+        match self {
+            Self::Digits | Self::Csv { .. } => Partition::Label,
+            Self::Shakespeare | Self::Text(_) => Partition::Role,
+        }
+    }
+}
+
+/// The shipped data sets: an explicit folder, $MODELPUB_DATA_DIR, ./data, or
+/// the repository this binary was built from.
+pub fn find_data_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let has_data = |p: &Path| p.join("digits.csv.gz").is_file();
+    if let Some(dir) = explicit {
+        if !has_data(dir) {
+            bail!("{} does not contain digits.csv.gz", dir.display());
+        }
+        return Ok(dir.to_path_buf());
+    }
+    let mut candidates = Vec::new();
+    if let Ok(env) = std::env::var("MODELPUB_DATA_DIR") {
+        candidates.push(PathBuf::from(env));
+    }
+    candidates.push(PathBuf::from("data"));
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"));
+    candidates
+        .into_iter()
+        .find(|p| has_data(p))
+        .context("cannot find the shipped data sets (digits.csv.gz); pass --data-dir or set MODELPUB_DATA_DIR")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_source_form() {
+        assert_eq!(DataSource::parse("digits").unwrap(), DataSource::Digits);
+        assert_eq!(
+            DataSource::parse("csv:x.csv:target").unwrap(),
+            DataSource::Csv {
+                path: "x.csv".into(),
+                label: Some("target".into())
+            }
+        );
+        assert_eq!(
+            DataSource::parse("csv:x.csv").unwrap(),
+            DataSource::Csv {
+                path: "x.csv".into(),
+                label: None
+            }
+        );
+        assert_eq!(
+            DataSource::parse("text:notes").unwrap(),
+            DataSource::Text("notes".into())
+        );
+        let err = DataSource::parse("mnist").unwrap_err().to_string();
+        assert!(err.contains("mnist"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up and runs the whole test suite: formatting, lints, unit and
+# integration tests, and the end-to-end suites against the built binary.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/setup.sh
+. scripts/env.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build (binaries the end-to-end suites run)"
+cargo build --workspace --bins
+echo "== cargo test"
+cargo test --workspace -- --test-threads=2
