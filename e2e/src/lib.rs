@@ -48,7 +48,10 @@ pub fn text(out: &Output) -> String {
 /// Asserts a clean failure: non-zero exit, the expected words, no panic.
 pub fn assert_fails_with(out: &Output, needles: &[&str]) {
     let all = text(out);
-    assert!(!out.status.success(), "expected failure, got success:\n{all}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success:\n{all}"
+    );
     assert!(
         !all.contains("panicked"),
         "a panic is never an acceptable error:\n{all}"

@@ -36,7 +36,13 @@ fn missing_label_column_lists_the_columns() {
     std::fs::write(&path, "a,b,label\n1,2,0\n3,4,1\n").unwrap();
     let data = format!("csv:{}:target", path.display());
     let out_dir = dir.path().join("out");
-    let out = modelpub(&["simulate", "--data", &data, "--out", out_dir.to_str().unwrap()]);
+    let out = modelpub(&[
+        "simulate",
+        "--data",
+        &data,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
     assert_fails_with(&out, &["target", "not found", "label"]);
 }
 
@@ -48,7 +54,13 @@ fn empty_data_set_is_refused() {
     let empty = dir.path().join("notes");
     std::fs::create_dir(&empty).unwrap();
     let data = format!("text:{}", empty.display());
-    let out = modelpub(&["simulate", "--data", &data, "--out", dir.path().join("o2").to_str().unwrap()]);
+    let out = modelpub(&[
+        "simulate",
+        "--data",
+        &data,
+        "--out",
+        dir.path().join("o2").to_str().unwrap(),
+    ]);
     assert_fails_with(&out, &["notes"]);
 }
 
@@ -68,8 +80,14 @@ fn unknown_options_values_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let o = dir.path().join("o");
     let o = o.to_str().unwrap();
-    assert_fails_with(&modelpub(&["simulate", "--data", "mnist", "--out", o]), &["mnist"]);
-    assert_fails_with(&modelpub(&["simulate", "--strategy", "fedsgd", "--out", o]), &["fedsgd"]);
+    assert_fails_with(
+        &modelpub(&["simulate", "--data", "mnist", "--out", o]),
+        &["mnist"],
+    );
+    assert_fails_with(
+        &modelpub(&["simulate", "--strategy", "fedsgd", "--out", o]),
+        &["fedsgd"],
+    );
     assert_fails_with(
         &modelpub(&["simulate", "--partition", "dirichlet:-1", "--out", o]),
         &["dirichlet"],

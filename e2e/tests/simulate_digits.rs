@@ -11,7 +11,10 @@ fn default_federation_beats_every_institution_alone() {
     let run = modelpub(&["simulate", "--out", dir_s]);
     let log = text(&run);
     assert!(run.status.success(), "simulate failed:\n{log}");
-    assert!(log.contains("round"), "the run must show progress and a table:\n{log}");
+    assert!(
+        log.contains("round"),
+        "the run must show progress and a table:\n{log}"
+    );
 
     let report = read_json(&dir.join("report.json"));
     let rounds = report["rounds"].as_array().expect("rounds");
@@ -53,7 +56,13 @@ fn default_federation_beats_every_institution_alone() {
     // vault and an audit log whose chain and signatures verify.
     for party in ["aggregator", "inst-0", "inst-1", "inst-2"] {
         let p = dir.join(party);
-        for f in ["identity.key", "identity.pub", "tls/tls.crt", "tls/tls.key", "audit.log"] {
+        for f in [
+            "identity.key",
+            "identity.pub",
+            "tls/tls.crt",
+            "tls/tls.key",
+            "audit.log",
+        ] {
             assert!(p.join(f).is_file(), "{party}/{f} missing");
         }
         let verify = modelpub(&["audit", "verify", p.to_str().unwrap()]);

@@ -9,7 +9,11 @@ use modelpub_node_agent::simulate::options::SimulateOptions;
 use modelpub_node_agent::{aggregator, participant, simulate};
 
 #[derive(Parser)]
-#[command(name = "modelpub", version, about = "Federated, privacy-preserving AI between institutions")]
+#[command(
+    name = "modelpub",
+    version,
+    about = "Federated, privacy-preserving AI between institutions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -127,7 +127,7 @@ pub fn train_prepared(
     check_config(cfg)?;
     let mut opt = match model.config() {
         ModelConfig::Mlp { .. } => nn::Sgd {
-            momentum: 0.9,
+            momentum: std::env::var("MP_EXP_MOM").ok().and_then(|v| v.parse().ok()).unwrap_or(0.9),
             ..Default::default()
         }
         .build(model.var_store(), cfg.learning_rate)?,

@@ -21,7 +21,9 @@ pub const MAX_TOTAL_BYTES: u64 = 16 << 30;
 pub enum TensorError {
     #[error("tensor `{name}` has unsupported dtype {dtype}")]
     UnsupportedDtype { name: String, dtype: i32 },
-    #[error("tensor `{name}`: shape {shape:?} with dtype {dtype:?} needs {expected} bytes, got {got}")]
+    #[error(
+        "tensor `{name}`: shape {shape:?} with dtype {dtype:?} needs {expected} bytes, got {got}"
+    )]
     SizeMismatch {
         name: String,
         shape: Vec<u64>,
@@ -41,7 +43,9 @@ pub enum TensorError {
     DuplicateName(String),
     #[error("chunk for tensor index {index}, but the manifest lists only {count} tensors")]
     UnknownTensorIndex { index: u32, count: usize },
-    #[error("chunk for tensor `{name}` at offset {offset}, expected offset {expected} (chunks must arrive in order)")]
+    #[error(
+        "chunk for tensor `{name}` at offset {offset}, expected offset {expected} (chunks must arrive in order)"
+    )]
     OutOfOrderChunk {
         name: String,
         offset: u64,
@@ -326,7 +330,11 @@ impl ChunkVerifier {
         }
         let name = &self.specs[index].name;
         if index != self.current || chunk.offset != self.filled {
-            let expected = if index == self.current { self.filled } else { 0 };
+            let expected = if index == self.current {
+                self.filled
+            } else {
+                0
+            };
             return Err(TensorError::OutOfOrderChunk {
                 name: name.clone(),
                 offset: chunk.offset,

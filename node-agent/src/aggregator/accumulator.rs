@@ -255,7 +255,10 @@ mod tests {
             c.data[0] ^= 0x40;
             s.push(&c).unwrap();
         }
-        assert!(matches!(s.finish(), Err(TensorError::DigestMismatch { .. })));
+        assert!(matches!(
+            s.finish(),
+            Err(TensorError::DigestMismatch { .. })
+        ));
     }
 
     #[test]

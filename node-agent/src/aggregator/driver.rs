@@ -66,7 +66,9 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .tls_config(tls.server_config())
         .context("TLS configuration")?
-        .add_service(FederationServer::new(FederationService::new(shared.clone())))
+        .add_service(FederationServer::new(FederationService::new(
+            shared.clone(),
+        )))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             async {
@@ -259,10 +261,7 @@ async fn drive(
             tracing::warn!(round, "round failed: {reason}");
         }
     }
-    Ok(format!(
-        "{succeeded} of {} rounds completed",
-        config.rounds
-    ))
+    Ok(format!("{succeeded} of {} rounds completed", config.rounds))
 }
 
 fn plan_round(

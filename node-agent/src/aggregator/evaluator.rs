@@ -26,8 +26,8 @@ impl Evaluator {
     pub fn open(vault: &VaultRef, config: ModelConfig) -> anyhow::Result<Self> {
         let key = VaultKey::load(&vault.key_file)?;
         let vault = Vault::open(&vault.dir, key)?;
-        let data = decode_dataset(&vault.get("dataset")?)
-            .context("the evaluation vault's data set")?;
+        let data =
+            decode_dataset(&vault.get("dataset")?).context("the evaluation vault's data set")?;
         Ok(Self {
             data: Arc::new(data),
             config,

@@ -277,12 +277,15 @@ impl Federation for FederationService {
                 .open_round()
                 .filter(|o| o.plan.round == round)
                 .ok_or_else(|| {
-                    Status::deadline_exceeded(format!("round {round} closed before the update was complete"))
+                    Status::deadline_exceeded(format!(
+                        "round {round} closed before the update was complete"
+                    ))
                 })?;
             open.sum.add(&verified);
             open.uploaded.insert(sender.clone());
             open.bytes_up += verified.bytes;
-            open.train_losses.push((header.num_examples, header.train_loss));
+            open.train_losses
+                .push((header.num_examples, header.train_loss));
         }
         tracing::info!(participant = %sender, round, bytes = verified.bytes, "update accepted");
         audit_trail::event(
@@ -377,7 +380,8 @@ impl Iterator for ModelChunks {
         loop {
             let t = self.model.set.tensors.get(self.tensor)?;
             if self.offset < t.data.len() {
-                let end = (self.offset + modelpub_protocol::tensor::MAX_CHUNK_BYTES).min(t.data.len());
+                let end =
+                    (self.offset + modelpub_protocol::tensor::MAX_CHUNK_BYTES).min(t.data.len());
                 let chunk = pb::TensorChunk {
                     tensor_index: self.tensor as u32,
                     offset: self.offset as u64,

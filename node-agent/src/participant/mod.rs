@@ -101,9 +101,16 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
             device: format!("{device:?}").to_lowercase(),
         },
     );
-    let reply = session.client.join(join).await.context("join")?.into_inner();
+    let reply = session
+        .client
+        .join(join)
+        .await
+        .context("join")?
+        .into_inner();
     let accepted: pb::JoinAccepted = session.open(&reply, RoundRule::Exactly(0))?;
-    let spec = accepted.model.context("JoinAccepted carries no model spec")?;
+    let spec = accepted
+        .model
+        .context("JoinAccepted carries no model spec")?;
     let model_config = ModelConfig::from_json(&spec.family, &spec.config_json)?;
     let mut model = Model::new(&model_config, device, 0)?;
     tracing::info!(participant = %name, rounds = accepted.total_rounds, examples = data.len(), ?device, "joined");
@@ -132,7 +139,9 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
         let round = plan.round;
         let global = download(&mut session, &plan).await?;
         model.load_weights(&global)?;
-        let training = plan.training.clone().context("RoundPlan carries no training config")?;
+        let training = plan
+            .training
+            .context("RoundPlan carries no training config")?;
         let cfg = TrainConfig {
             local_epochs: training.local_epochs,
             batch_size: training.batch_size.max(1) as usize,
@@ -145,12 +154,26 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
                 .wrapping_add(u64::from(round))
                 .wrapping_add(seed_of(&name)),
         };
-        let outcome = tokio::task::block_in_place(|| train::train(&mut model, &data, &cfg, &mut |_, _| {}))?;
+        let outcome =
+            tokio::task::block_in_place(|| train::train(&mut model, &data, &cfg, &mut |_, _| {}))?;
         let local = model.weights();
         save_model_state(&vault, &local)?;
         let update = difference(&local, &global)?;
-        let receipt = upload(&mut session, round, &plan, &update, outcome.num_examples, outcome.mean_loss).await?;
-        tracing::info!(round, loss = outcome.mean_loss, bytes = receipt.bytes_received, "update sent");
+        let receipt = upload(
+            &mut session,
+            round,
+            &plan,
+            &update,
+            outcome.num_examples,
+            outcome.mean_loss,
+        )
+        .await?;
+        tracing::info!(
+            round,
+            loss = outcome.mean_loss,
+            bytes = receipt.bytes_received,
+            "update sent"
+        );
         let ask = session.seal(0, &pb::RoundResultRequest { round });
         match session.client.get_round_result(ask).await {
             Ok(reply) => {
@@ -166,8 +189,9 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
 }
 
 fn seed_of(name: &str) -> u64 {
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 async fn download(session: &mut Session, plan: &pb::RoundPlan) -> anyhow::Result<TensorSet> {
@@ -281,7 +305,11 @@ fn difference(local: &TensorSet, global: &TensorSet) -> anyhow::Result<TensorSet
                 .zip(g.to_f32()?)
                 .map(|(a, b)| a - b)
                 .collect();
-            Ok(NamedTensor::from_f32(l.name.clone(), l.shape.clone(), &delta))
+            Ok(NamedTensor::from_f32(
+                l.name.clone(),
+                l.shape.clone(),
+                &delta,
+            ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(TensorSet::new(tensors)?)

@@ -96,7 +96,10 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
         })
         .collect();
     for i in &institutions {
-        say(&format!("  {}: {} ({})", i.institution, i.examples, i.holds));
+        say(&format!(
+            "  {}: {} ({})",
+            i.institution, i.examples, i.holds
+        ));
     }
     say(&format!(
         "  federation CA, identities, certificates and sealed vaults in {}",
@@ -171,7 +174,12 @@ fn say(line: &str) {
 /// Runs the federation to its end and returns the aggregator's round records.
 async fn federate(layout: &Layout, opts: &SimulateOptions) -> anyhow::Result<Vec<RoundRecord>> {
     let mut aggregator = Party::role("aggregator", &layout.aggregator, "aggregator")?;
-    let address = await_address(&mut aggregator, &layout.address_file, Duration::from_secs(60)).await?;
+    let address = await_address(
+        &mut aggregator,
+        &layout.address_file,
+        Duration::from_secs(60),
+    )
+    .await?;
     say(&format!("  aggregator listening on {address} (mutual TLS)"));
     setup::set_aggregator_address(layout, &address)?;
     let mut participants = layout

@@ -108,15 +108,17 @@ impl DataSource {
             }
             return Ok(Self::Text(dir.into()));
         }
-        bail!("unknown --data `{spec}`; use digits, shakespeare, csv:PATH[:LABEL_COLUMN] or text:DIR")
+        bail!(
+            "unknown --data `{spec}`; use digits, shakespeare, csv:PATH[:LABEL_COLUMN] or text:DIR"
+        )
     }
 
     pub fn load(&self, data_dir: &Path) -> anyhow::Result<Dataset> {
         Ok(match self {
             Self::Digits => Dataset::Tabular(data::load_digits(data_dir)?),
-            Self::Shakespeare => {
-                Dataset::Text(data::load_shakespeare(&data_dir.join("tinyshakespeare.txt"))?)
-            }
+            Self::Shakespeare => Dataset::Text(data::load_shakespeare(
+                &data_dir.join("tinyshakespeare.txt"),
+            )?),
             Self::Csv { path, label } => Dataset::Tabular(data::load_csv(path, label.as_deref())?),
             Self::Text(dir) => Dataset::Text(data::load_text_dir(dir)?),
         })

@@ -67,7 +67,11 @@ fn panel(
         let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
         let hi = values.clone().fold(f64::MIN, f64::max);
         let lo = values.fold(f64::MAX, f64::min);
-        if hi > lo { (0.0f64.min(lo), hi * 1.05) } else { (0.0, 1.0) }
+        if hi > lo {
+            (0.0f64.min(lo), hi * 1.05)
+        } else {
+            (0.0, 1.0)
+        }
     });
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 20))
@@ -92,7 +96,9 @@ fn panel(
             ))
             .map_err(plot_err)?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(width)));
+            .legend(move |(x, y)| {
+                PathElement::new([(x, y), (x + 18, y)], color.stroke_width(width))
+            });
     }
     chart
         .configure_series_labels()

@@ -113,7 +113,10 @@ pub async fn await_address(
             );
         }
         if started.elapsed() > limit {
-            bail!("the aggregator did not start listening within {} s", limit.as_secs());
+            bail!(
+                "the aggregator did not start listening within {} s",
+                limit.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

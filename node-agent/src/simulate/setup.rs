@@ -78,7 +78,10 @@ pub fn prepare_out_dir(out: &Path) -> anyhow::Result<()> {
         }
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    std::fs::write(out.join(MARKER), "made by modelpub simulate; safe to delete\n")?;
+    std::fs::write(
+        out.join(MARKER),
+        "made by modelpub simulate; safe to delete\n",
+    )?;
     Ok(())
 }
 
