@@ -2,87 +2,20 @@
 //! fed replayed, tampered, out-of-round, foreign and malformed messages.
 //! Each is refused with a status that names why, and the honest run goes on.
 
+mod common;
+
 use std::time::Duration;
 
-use modelpub_node_agent::aggregator;
-use modelpub_node_agent::config::{AggregatorConfig, StrategyConfig, read_json, write_json};
-use modelpub_node_agent::data::{self, Dataset, Partition};
-use modelpub_node_agent::model::ModelConfig;
-use modelpub_node_agent::participant::connect;
-use modelpub_node_agent::party::PartyDir;
-use modelpub_node_agent::simulate::setup::{self, Plan};
-use modelpub_node_agent::train::default_train_config;
+use common::{
+    await_plan, client, download, join_request, signer, start_federation, update_header,
+    upload_frames,
+};
+use modelpub_node_agent::simulate::setup;
 use modelpub_protocol::envelope::Signer;
 use modelpub_protocol::identity::Identity;
 use modelpub_protocol::pb;
-use modelpub_protocol::pb::federation_client::FederationClient;
-use modelpub_protocol::tensor::{NamedTensor, TensorAssembler, TensorSet};
-use modelpub_protocol::tls::TlsMaterial;
+use modelpub_protocol::tensor::{NamedTensor, TensorSet};
 use tonic::Code;
-use tonic::transport::Channel;
-
-fn digits() -> Dataset {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
-    Dataset::Tabular(data::load_digits(&dir).unwrap())
-}
-
-async fn start_federation(
-    out: &std::path::Path,
-) -> (
-    PartyDir,
-    PartyDir,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let whole = digits();
-    let (train, test) = data::split_train_test(&whole, 0.2, 1).unwrap();
-    let parts = data::partition(&train, 1, &Partition::Iid, 1).unwrap();
-    let d = default_train_config(&whole);
-    let training = modelpub_node_agent::config::TrainingSettings {
-        local_epochs: 1,
-        batch_size: d.batch_size as u32,
-        learning_rate: d.learning_rate,
-        max_batches_per_epoch: 0,
-        seed: 1,
-    };
-    setup::prepare_out_dir(out).unwrap();
-    let layout = setup::lay_out(
-        out,
-        &Plan {
-            train_parts: &parts,
-            test: &test,
-            model: &ModelConfig::default_for(&whole),
-            training: &training,
-            strategy: &StrategyConfig::FedAvg,
-            rounds: 1,
-            round_timeout_secs: 60,
-            seed: 1,
-            prefer_cuda: false,
-        },
-    )
-    .unwrap();
-    let mut config: AggregatorConfig = read_json(&layout.aggregator.config()).unwrap();
-    config.join_timeout_secs = 30;
-    write_json(&layout.aggregator.config(), &config).unwrap();
-    let handle = tokio::spawn(aggregator::run(layout.aggregator.clone()));
-    while std::fs::read_to_string(&layout.address_file).map_or(true, |a| a.is_empty()) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (layout.aggregator, layout.institutions[0].clone(), handle)
-}
-
-async fn client(inst: &PartyDir, aggregator: &PartyDir) -> FederationClient<Channel> {
-    let address = std::fs::read_to_string(aggregator.root().join("address")).unwrap();
-    let tls = TlsMaterial::load(&inst.tls()).unwrap();
-    let channel = connect(
-        &format!("https://{address}"),
-        "localhost",
-        &tls,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    FederationClient::new(channel)
-}
 
 fn assert_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, words: &str) {
     let status = result.expect_err("the aggregator must refuse this");
@@ -94,31 +27,15 @@ fn assert_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Co
     );
 }
 
-fn upload_frames(header: pb::SignedEnvelope, chunks: Vec<pb::TensorChunk>) -> Vec<pb::UpdateFrame> {
-    std::iter::once(pb::UpdateFrame {
-        frame: Some(pb::update_frame::Frame::Header(header)),
-    })
-    .chain(chunks.into_iter().map(|c| pb::UpdateFrame {
-        frame: Some(pb::update_frame::Frame::Chunk(c)),
-    }))
-    .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_messages_are_refused_and_the_round_still_completes() {
     let tmp = tempfile::tempdir().unwrap();
-    let (aggregator, inst, server) = start_federation(&tmp.path().join("fed")).await;
+    let fed = start_federation(&tmp.path().join("fed"), 1, 1).await;
+    let (aggregator, inst, server) = (fed.aggregator, fed.institutions[0].clone(), fed.server);
     let mut rpc = client(&inst, &aggregator).await;
-    let me = Signer::new(Identity::load(inst.root()).unwrap(), setup::FEDERATION);
+    let me = signer(&inst);
 
-    let join = me.seal(
-        0,
-        &pb::JoinRequest {
-            agent_version: "test".into(),
-            num_examples: 100,
-            device: "cpu".into(),
-        },
-    );
+    let join = me.seal(0, &join_request());
     rpc.join(join.clone()).await.unwrap();
     // The same signed message again: a replay.
     assert_refused(rpc.join(join).await, Code::AlreadyExists, "replayed");
@@ -149,12 +66,7 @@ async fn hostile_messages_are_refused_and_the_round_still_completes() {
         "mallory",
     );
 
-    let plan_env = rpc
-        .await_round(me.seal(0, &pb::RoundRequest { after_round: 0 }))
-        .await
-        .unwrap()
-        .into_inner();
-    let plan = <pb::RoundPlan as prost::Message>::decode(plan_env.payload.as_slice()).unwrap();
+    let plan = await_plan(&mut rpc, &me).await;
     assert_eq!(plan.round, 1);
 
     // Asking for the model with a message bound to another round.
@@ -170,31 +82,7 @@ async fn hostile_messages_are_refused_and_the_round_still_completes() {
         "round",
     );
 
-    let mut frames = rpc
-        .download_model(me.seal(
-            1,
-            &pb::ModelRequest {
-                model_sha256: plan.model_sha256.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let header = match frames.message().await.unwrap().unwrap().frame.unwrap() {
-        pb::model_frame::Frame::Header(h) => h,
-        other => panic!("expected a header, got {other:?}"),
-    };
-    let manifest = <pb::ModelHeader as prost::Message>::decode(header.payload.as_slice())
-        .unwrap()
-        .manifest
-        .unwrap();
-    let mut asm = TensorAssembler::new(&manifest).unwrap();
-    while let Some(frame) = frames.message().await.unwrap() {
-        if let Some(pb::model_frame::Frame::Chunk(c)) = frame.frame {
-            asm.push(&c).unwrap();
-        }
-    }
-    let global = asm.finish().unwrap();
+    let global = download(&mut rpc, &me, &plan).await;
     assert_eq!(global.digest(), plan.model_sha256);
 
     // An update of zeros, the same layout as the model.
@@ -212,17 +100,7 @@ async fn hostile_messages_are_refused_and_the_round_still_completes() {
             .collect(),
     )
     .unwrap();
-    let header_for = |set: &TensorSet| {
-        me.seal(
-            1,
-            &pb::UpdateHeader {
-                base_model_sha256: plan.model_sha256.clone(),
-                manifest: Some(set.manifest()),
-                num_examples: 100,
-                train_loss: 1.0,
-            },
-        )
-    };
+    let header_for = |set: &TensorSet| update_header(&me, &plan, set);
 
     // Bytes that do not match what the signed header committed to.
     let mut chunks: Vec<_> = update.chunks().collect();

@@ -7,10 +7,23 @@
 //! sum only once its bytes hash to the digest its signed header announced:
 //! a stream that breaks off or was tampered with never touches the sum.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use modelpub_protocol::pb;
 use modelpub_protocol::tensor::{ChunkVerifier, TensorError};
 
 use super::strategy::Weights;
+
+/// Staging buffers alive now, and the most ever alive at once in this
+/// process: the number that, times the model size, bounds what uploads cost
+/// the aggregator in memory.
+static STAGED_NOW: AtomicUsize = AtomicUsize::new(0);
+static STAGED_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// The most updates this process ever held in staging at the same time.
+pub fn peak_staged_updates() -> usize {
+    STAGED_PEAK.load(Ordering::SeqCst)
+}
 
 /// The running example-weighted sum of one round's verified updates.
 pub struct RoundSum {
@@ -113,6 +126,8 @@ impl StagedUpdate {
             });
         }
         let verifier = ChunkVerifier::new(announced)?;
+        let now = STAGED_NOW.fetch_add(1, Ordering::SeqCst) + 1;
+        STAGED_PEAK.fetch_max(now, Ordering::SeqCst);
         let values = announced
             .tensors
             .iter()
@@ -162,20 +177,30 @@ impl StagedUpdate {
         self.verifier.bytes()
     }
 
-    pub fn finish(self) -> Result<VerifiedUpdate, TensorError> {
+    pub fn finish(mut self) -> Result<VerifiedUpdate, TensorError> {
         let bytes = self.verifier.bytes();
-        let sha256 = self.verifier.finish()?;
+        let verifier = std::mem::replace(
+            &mut self.verifier,
+            ChunkVerifier::new(&pb::TensorManifest::default())?,
+        );
+        let sha256 = verifier.finish()?;
         if let Some(bad) = self.values.iter().flatten().find(|v| !v.is_finite()) {
             return Err(TensorError::LayoutMismatch(format!(
                 "update contains a non-finite value ({bad})"
             )));
         }
         Ok(VerifiedUpdate {
-            values: self.values,
+            values: std::mem::take(&mut self.values),
             weight: self.weight,
             sha256,
             bytes,
         })
+    }
+}
+
+impl Drop for StagedUpdate {
+    fn drop(&mut self) {
+        STAGED_NOW.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

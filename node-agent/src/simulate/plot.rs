@@ -45,8 +45,20 @@ pub fn write_svg(report: &Report, path: &Path) -> anyhow::Result<()> {
         }
         all
     };
-    panel(&left, "test accuracy", &series(|a, _| a), Some((0.0, 1.0)))?;
-    panel(&right, "test loss", &series(|_, l| l), None)?;
+    panel(
+        &left,
+        "test accuracy",
+        &series(|a, _| a),
+        Some((0.0, 1.0)),
+        SeriesLabelPosition::LowerRight,
+    )?;
+    panel(
+        &right,
+        "test loss",
+        &series(|_, l| l),
+        None,
+        SeriesLabelPosition::MiddleRight,
+    )?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
@@ -56,13 +68,14 @@ fn panel(
     title: &str,
     series: &[Series],
     y_range: Option<(f64, f64)>,
+    legend: SeriesLabelPosition,
 ) -> anyhow::Result<()> {
     let rounds = series
         .iter()
         .flat_map(|s| s.2.iter().map(|p| p.0))
         .max()
         .unwrap_or(1)
-        .max(1);
+        .max(2);
     let (lo, hi) = y_range.unwrap_or_else(|| {
         let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
         let hi = values.clone().fold(f64::MIN, f64::max);
@@ -104,7 +117,7 @@ fn panel(
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
-        .position(SeriesLabelPosition::MiddleRight)
+        .position(legend)
         .draw()
         .map_err(plot_err)?;
     Ok(())
