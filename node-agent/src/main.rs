@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use modelpub_node_agent::party::PartyDir;
 use modelpub_node_agent::simulate::options::SimulateOptions;
 use modelpub_node_agent::{aggregator, participant, simulate};
+use modelpub_protocol::dp;
 
 #[derive(Parser)]
 #[command(
@@ -38,10 +39,43 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Plan differential privacy: ε for a noise level, or the noise for an ε.
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
+    },
     /// Audit logs.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrivacyCommand {
+    /// The (ε, δ) that R rounds of DP-FedAvg spend (RDP accountant, Poisson-subsampled Gaussian).
+    Epsilon {
+        /// Fraction of institutions sampled each round (1 when all take part).
+        #[arg(long)]
+        sampling_rate: f64,
+        /// Noise standard deviation divided by the clipping norm.
+        #[arg(long)]
+        noise_multiplier: f64,
+        #[arg(long)]
+        rounds: u64,
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+    },
+    /// The smallest noise multiplier that keeps R rounds within (ε, δ).
+    Noise {
+        #[arg(long)]
+        sampling_rate: f64,
+        #[arg(long)]
+        rounds: u64,
+        #[arg(long)]
+        epsilon: f64,
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
     },
 }
 
@@ -90,6 +124,24 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Aggregator { dir } => runtime()?.block_on(aggregator::run(PartyDir::new(dir))),
         Command::Participant { dir } => runtime()?.block_on(participant::run(PartyDir::new(dir))),
         Command::TrainLocal { config } => simulate::train_local(&config),
+        Command::Privacy { command } => {
+            let line = match command {
+                PrivacyCommand::Epsilon {
+                    sampling_rate,
+                    noise_multiplier,
+                    rounds,
+                    delta,
+                } => dp::describe_epsilon(sampling_rate, noise_multiplier, rounds, delta)?,
+                PrivacyCommand::Noise {
+                    sampling_rate,
+                    rounds,
+                    epsilon,
+                    delta,
+                } => dp::describe_noise(sampling_rate, rounds, epsilon, delta)?,
+            };
+            println!("{line}");
+            Ok(())
+        }
         Command::Audit {
             command: AuditCommand::Verify { dir, public_key },
         } => {

@@ -1,0 +1,70 @@
+//! `modelpub privacy`: the planning tools agree with Google's dp_accounting
+//! and refuse nonsense with a message naming it.
+
+use modelpub_e2e::{assert_fails_with, modelpub, text};
+
+fn number_after(out: &str, marker: &str) -> f64 {
+    let rest = &out[out
+        .find(marker)
+        .unwrap_or_else(|| panic!("`{marker}` in {out}"))
+        + marker.len()..];
+    rest.split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn epsilon_for_a_noise_level() {
+    let out = modelpub(&[
+        "privacy",
+        "epsilon",
+        "--sampling-rate",
+        "0.01",
+        "--noise-multiplier",
+        "1.0",
+        "--rounds",
+        "1000",
+        "--delta",
+        "1e-5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let eps = number_after(&text(&out), "ε = ");
+    assert!((eps - 2.108).abs() / 2.108 < 0.01, "ε = {eps}");
+}
+
+#[test]
+fn noise_for_a_budget_round_trips() {
+    let out = modelpub(&[
+        "privacy",
+        "noise",
+        "--sampling-rate",
+        "0.1",
+        "--rounds",
+        "100",
+        "--epsilon",
+        "7.9",
+        "--delta",
+        "1e-5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let z = number_after(&text(&out), "noise multiplier ");
+    assert!((z - 1.0).abs() < 0.01, "z = {z}");
+}
+
+#[test]
+fn invalid_plans_are_named() {
+    let out = modelpub(&[
+        "privacy",
+        "epsilon",
+        "--sampling-rate",
+        "1.5",
+        "--noise-multiplier",
+        "1",
+        "--rounds",
+        "10",
+    ]);
+    assert_fails_with(&out, &["sampling rate", "1.5"]);
+}
