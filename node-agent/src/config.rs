@@ -91,6 +91,81 @@ pub struct AggregatorConfig {
     pub model_seed: u64,
     /// A held-out set the aggregator evaluates every global model on.
     pub evaluation: Option<VaultRef>,
+    /// Secure aggregation (SecAgg+): the aggregator learns only the sum.
+    #[serde(default)]
+    pub secure_aggregation: Option<SecureSettings>,
+    /// Client-level differential privacy with a budget.
+    #[serde(default)]
+    pub privacy: Option<PrivacySettings>,
+    /// Wire encoding of plain updates: "none", "f16" or "int8".
+    #[serde(default = "no_compression")]
+    pub compression: String,
+}
+
+fn no_compression() -> String {
+    "none".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecureSettings {
+    /// Each coordinate of an update is clipped to [-clip, clip] before
+    /// quantisation into Z_2^32.
+    pub clip: f32,
+    /// k: neighbours per participant (default O(log n)).
+    pub neighbours: Option<u32>,
+    /// t: shares needed to reconstruct a secret, also the fewest survivors
+    /// a round can complete with (default: a majority of k).
+    pub threshold: Option<u32>,
+    /// How long the key and unmasking stages wait for stragglers.
+    pub stage_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacySettings {
+    /// Updates are clipped to this L2 norm.
+    pub clip_norm: f64,
+    /// Noise standard deviation of the sum, over the clip norm.
+    pub noise_multiplier: f64,
+    /// Training stops before (epsilon, delta) would be exceeded.
+    pub epsilon: f64,
+    pub delta: f64,
+}
+
+/// Where a participant is made to fail, for testing dropout tolerance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultStage {
+    AfterDownload,
+    AfterAdvertise,
+    AfterShare,
+    AfterUpload,
+    DuringUnmask,
+}
+
+impl FaultStage {
+    pub const PLAIN: [FaultStage; 2] = [FaultStage::AfterDownload, FaultStage::AfterUpload];
+    pub const SECURE: [FaultStage; 4] = [
+        FaultStage::AfterAdvertise,
+        FaultStage::AfterShare,
+        FaultStage::AfterUpload,
+        FaultStage::DuringUnmask,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultStage::AfterDownload => "after downloading the model",
+            FaultStage::AfterAdvertise => "after advertising keys",
+            FaultStage::AfterShare => "after sharing keys",
+            FaultStage::AfterUpload => "after uploading its update",
+            FaultStage::DuringUnmask => "during unmasking",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub round: u32,
+    pub stage: FaultStage,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +181,13 @@ pub struct ParticipantConfig {
     pub connect_timeout_secs: u64,
     /// Prefer CUDA when libtorch sees a GPU.
     pub prefer_cuda: bool,
+    /// The other participants' identities, to check the key advertisements
+    /// the aggregator forwards in secure rounds.
+    #[serde(default)]
+    pub roster: Vec<PublicIdentity>,
+    /// Injected failures (`simulate --dropout`): the process exits there.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
 }
 
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {

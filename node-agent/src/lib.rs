@@ -1,5 +1,6 @@
 pub mod aggregator;
 pub mod audit_trail;
+pub mod compression;
 pub mod config;
 pub mod data;
 pub mod model;

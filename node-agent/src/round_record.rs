@@ -22,6 +22,12 @@ pub struct RoundRecord {
     pub bytes_down: u64,
     pub seconds: f64,
     pub model_sha256: String,
+    /// Privacy spent so far (ε at the run's δ), when DP is on.
+    #[serde(default)]
+    pub epsilon: Option<f64>,
+    /// Whether the aggregator saw only the masked sum.
+    #[serde(default)]
+    pub secure: bool,
 }
 
 impl RoundRecord {

@@ -68,13 +68,58 @@ impl RoundSum {
 }
 
 /// An update being received: checked against the expected layout, hashed
-/// and decoded as its chunks arrive.
+/// and decoded as its chunks arrive. Tensors may travel as f32, or
+/// compressed as f16 or int8 (with one dequantisation scale per tensor).
 pub struct StagedUpdate {
     verifier: ChunkVerifier,
+    decoders: Vec<Decoder>,
     values: Weights,
     /// Bytes of a value split across two chunks.
     carry: Vec<u8>,
     weight: f64,
+    _slot: StagingSlot,
+}
+
+#[derive(Clone, Copy)]
+enum Decoder {
+    F32,
+    F16,
+    Int8(f32),
+}
+
+impl Decoder {
+    fn width(self) -> usize {
+        match self {
+            Decoder::F32 => 4,
+            Decoder::F16 => 2,
+            Decoder::Int8(_) => 1,
+        }
+    }
+
+    fn decode(self, b: &[u8]) -> f32 {
+        match self {
+            Decoder::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Decoder::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Decoder::Int8(scale) => f32::from(b[0] as i8) * scale,
+        }
+    }
+}
+
+/// Counts a staging buffer for as long as it lives.
+struct StagingSlot;
+
+impl StagingSlot {
+    fn take() -> Self {
+        let now = STAGED_NOW.fetch_add(1, Ordering::SeqCst) + 1;
+        STAGED_PEAK.fetch_max(now, Ordering::SeqCst);
+        StagingSlot
+    }
+}
+
+impl Drop for StagingSlot {
+    fn drop(&mut self) {
+        STAGED_NOW.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// An update whose bytes matched its signed digest.
@@ -85,49 +130,62 @@ pub struct VerifiedUpdate {
     pub bytes: u64,
 }
 
+fn layout_error(announced: &pb::TensorManifest, expected: &pb::TensorManifest) -> Option<String> {
+    if announced.tensors.len() != expected.tensors.len() {
+        return Some(format!(
+            "update has {} tensors, the model {}",
+            announced.tensors.len(),
+            expected.tensors.len()
+        ));
+    }
+    announced
+        .tensors
+        .iter()
+        .zip(&expected.tensors)
+        .find(|(a, e)| a.name != e.name || a.shape != e.shape)
+        .map(|(a, e)| {
+            format!(
+                "update tensor `{}` {:?} does not match model tensor `{}` {:?}",
+                a.name, a.shape, e.name, e.shape
+            )
+        })
+}
+
 impl StagedUpdate {
     /// `expected` is the global model's manifest: an update must have the
-    /// same tensors, in the same order, all f32.
+    /// same tensors, in the same order and shapes. `int8_scales` gives the
+    /// dequantisation scale of each int8 tensor, by tensor index.
     pub fn new(
         announced: &pb::TensorManifest,
         expected: &pb::TensorManifest,
         weight: f64,
+        int8_scales: &[f32],
     ) -> Result<Self, TensorError> {
-        if announced.tensors != expected.tensors {
-            let detail = announced
-                .tensors
-                .iter()
-                .zip(&expected.tensors)
-                .find(|(a, e)| a != e)
-                .map(|(a, e)| {
-                    format!(
-                        "update tensor `{}` {:?} does not match model tensor `{}` {:?}",
-                        a.name, a.shape, e.name, e.shape
-                    )
-                })
-                .unwrap_or_else(|| {
-                    format!(
-                        "update has {} tensors, the model {}",
-                        announced.tensors.len(),
-                        expected.tensors.len()
-                    )
-                });
+        if let Some(detail) = layout_error(announced, expected) {
             return Err(TensorError::LayoutMismatch(detail));
         }
-        if let Some(t) = announced
+        let decoders = announced
             .tensors
             .iter()
-            .find(|t| t.dtype != pb::Dtype::F32 as i32)
-        {
-            return Err(TensorError::WrongDtype {
-                name: t.name.clone(),
-                wanted: pb::Dtype::F32,
-                actual: pb::Dtype::try_from(t.dtype).unwrap_or(pb::Dtype::Unspecified),
-            });
-        }
+            .enumerate()
+            .map(|(i, t)| match pb::Dtype::try_from(t.dtype) {
+                Ok(pb::Dtype::F32) => Ok(Decoder::F32),
+                Ok(pb::Dtype::F16) => Ok(Decoder::F16),
+                Ok(pb::Dtype::I8) => match int8_scales.get(i) {
+                    Some(s) if s.is_finite() && *s >= 0.0 => Ok(Decoder::Int8(*s)),
+                    _ => Err(TensorError::LayoutMismatch(format!(
+                        "int8 tensor `{}` has no valid dequantisation scale",
+                        t.name
+                    ))),
+                },
+                other => Err(TensorError::WrongDtype {
+                    name: t.name.clone(),
+                    wanted: pb::Dtype::F32,
+                    actual: other.unwrap_or(pb::Dtype::Unspecified),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let verifier = ChunkVerifier::new(announced)?;
-        let now = STAGED_NOW.fetch_add(1, Ordering::SeqCst) + 1;
-        STAGED_PEAK.fetch_max(now, Ordering::SeqCst);
         let values = announced
             .tensors
             .iter()
@@ -135,9 +193,11 @@ impl StagedUpdate {
             .collect();
         Ok(Self {
             verifier,
+            decoders,
             values,
             carry: Vec::with_capacity(4),
             weight,
+            _slot: StagingSlot::take(),
         })
     }
 
@@ -146,30 +206,11 @@ impl StagedUpdate {
         if place.offset == 0 {
             self.carry.clear();
         }
+        let decoder = self.decoders[place.tensor_index];
         let out = &mut self.values[place.tensor_index];
-        let mut data = chunk.data.as_slice();
-        if !self.carry.is_empty() {
-            let need = 4 - self.carry.len();
-            let take = need.min(data.len());
-            self.carry.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.carry.len() == 4 {
-                out.push(f32::from_le_bytes([
-                    self.carry[0],
-                    self.carry[1],
-                    self.carry[2],
-                    self.carry[3],
-                ]));
-                self.carry.clear();
-            }
-        }
-        let mut words = data.chunks_exact(4);
-        out.extend(
-            words
-                .by_ref()
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-        self.carry.extend_from_slice(words.remainder());
+        decode_words(&mut self.carry, &chunk.data, decoder.width(), |w| {
+            out.push(decoder.decode(w))
+        });
         Ok(())
     }
 
@@ -177,20 +218,16 @@ impl StagedUpdate {
         self.verifier.bytes()
     }
 
-    pub fn finish(mut self) -> Result<VerifiedUpdate, TensorError> {
+    pub fn finish(self) -> Result<VerifiedUpdate, TensorError> {
         let bytes = self.verifier.bytes();
-        let verifier = std::mem::replace(
-            &mut self.verifier,
-            ChunkVerifier::new(&pb::TensorManifest::default())?,
-        );
-        let sha256 = verifier.finish()?;
+        let sha256 = self.verifier.finish()?;
         if let Some(bad) = self.values.iter().flatten().find(|v| !v.is_finite()) {
             return Err(TensorError::LayoutMismatch(format!(
                 "update contains a non-finite value ({bad})"
             )));
         }
         Ok(VerifiedUpdate {
-            values: std::mem::take(&mut self.values),
+            values: self.values,
             weight: self.weight,
             sha256,
             bytes,
@@ -198,9 +235,71 @@ impl StagedUpdate {
     }
 }
 
-impl Drop for StagedUpdate {
-    fn drop(&mut self) {
-        STAGED_NOW.fetch_sub(1, Ordering::SeqCst);
+/// Feeds `emit` every whole `width`-byte word of `data`, keeping a word
+/// split across chunks in `carry` until its other bytes arrive.
+fn decode_words(carry: &mut Vec<u8>, mut data: &[u8], width: usize, mut emit: impl FnMut(&[u8])) {
+    if !carry.is_empty() {
+        let take = (width - carry.len()).min(data.len());
+        carry.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if carry.len() == width {
+            emit(carry);
+            carry.clear();
+        }
+    }
+    let mut words = data.chunks_exact(width);
+    for w in words.by_ref() {
+        emit(w);
+    }
+    carry.extend_from_slice(words.remainder());
+}
+
+/// Name of the single tensor a masked (secure-aggregation) upload carries.
+pub const MASKED_TENSOR: &str = "secagg.masked";
+
+/// A secure-aggregation upload being received: one u32 vector, masked, so
+/// the aggregator can only add it to the others.
+pub struct StagedMasked {
+    verifier: ChunkVerifier,
+    values: Vec<u32>,
+    carry: Vec<u8>,
+    _slot: StagingSlot,
+}
+
+impl StagedMasked {
+    pub fn new(announced: &pb::TensorManifest, vector_len: u64) -> Result<Self, TensorError> {
+        let expected = pb::TensorSpec {
+            name: MASKED_TENSOR.into(),
+            dtype: pb::Dtype::U32 as i32,
+            shape: vec![vector_len],
+        };
+        if announced.tensors != [expected] {
+            return Err(TensorError::LayoutMismatch(format!(
+                "a masked update is one u32 tensor `{MASKED_TENSOR}` of {vector_len} values"
+            )));
+        }
+        Ok(Self {
+            verifier: ChunkVerifier::new(announced)?,
+            values: Vec::with_capacity(vector_len as usize),
+            carry: Vec::with_capacity(4),
+            _slot: StagingSlot::take(),
+        })
+    }
+
+    pub fn push(&mut self, chunk: &pb::TensorChunk) -> Result<(), TensorError> {
+        self.verifier.accept(chunk)?;
+        let out = &mut self.values;
+        decode_words(&mut self.carry, &chunk.data, 4, |w| {
+            out.push(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        });
+        Ok(())
+    }
+
+    /// The masked vector, its digest and its size once the digest matches.
+    pub fn finish(self) -> Result<(Vec<u32>, String, u64), TensorError> {
+        let bytes = self.verifier.bytes();
+        let sha = self.verifier.finish()?;
+        Ok((self.values, sha, bytes))
     }
 }
 
@@ -218,7 +317,7 @@ mod tests {
     }
 
     fn stage(update: &TensorSet, model: &TensorSet, weight: f64) -> VerifiedUpdate {
-        let mut s = StagedUpdate::new(&update.manifest(), &model.manifest(), weight).unwrap();
+        let mut s = StagedUpdate::new(&update.manifest(), &model.manifest(), weight, &[]).unwrap();
         for c in update.chunks() {
             s.push(&c).unwrap();
         }
@@ -239,7 +338,7 @@ mod tests {
     fn values_split_across_chunks_are_reassembled() {
         let model = set(&[0.0, 0.0], &[0.0]);
         let update = set(&[1.5, -2.25], &[7.0]);
-        let mut s = StagedUpdate::new(&update.manifest(), &model.manifest(), 1.0).unwrap();
+        let mut s = StagedUpdate::new(&update.manifest(), &model.manifest(), 1.0, &[]).unwrap();
         let bytes = &update.tensors[0].data;
         for (off, piece) in [(0usize, &bytes[..3]), (3, &bytes[3..6]), (6, &bytes[6..])] {
             s.push(&pb::TensorChunk {
@@ -265,7 +364,7 @@ mod tests {
     fn mismatched_layout_is_refused_before_any_byte() {
         let model = set(&[0.0, 0.0], &[0.0]);
         let update = set(&[1.0, 2.0, 3.0], &[0.0]);
-        let err = StagedUpdate::new(&update.manifest(), &model.manifest(), 1.0)
+        let err = StagedUpdate::new(&update.manifest(), &model.manifest(), 1.0, &[])
             .err()
             .unwrap();
         assert!(err.to_string().contains("`a`"), "{err}");
@@ -275,7 +374,7 @@ mod tests {
     fn tampered_update_never_reaches_the_sum() {
         let model = set(&[0.0, 0.0], &[0.0]);
         let update = set(&[1.0, 2.0], &[3.0]);
-        let mut s = StagedUpdate::new(&update.manifest(), &model.manifest(), 1.0).unwrap();
+        let mut s = StagedUpdate::new(&update.manifest(), &model.manifest(), 1.0, &[]).unwrap();
         for mut c in update.chunks() {
             c.data[0] ^= 0x40;
             s.push(&c).unwrap();
@@ -290,7 +389,7 @@ mod tests {
     fn non_finite_update_is_refused() {
         let model = set(&[0.0, 0.0], &[0.0]);
         let update = set(&[f32::NAN, 2.0], &[3.0]);
-        let mut s = StagedUpdate::new(&update.manifest(), &model.manifest(), 1.0).unwrap();
+        let mut s = StagedUpdate::new(&update.manifest(), &model.manifest(), 1.0, &[]).unwrap();
         for c in update.chunks() {
             s.push(&c).unwrap();
         }

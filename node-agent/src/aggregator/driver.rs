@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use modelpub_protocol::audit::{AuditLog, Direction};
+use modelpub_protocol::dp::PrivacyBudget;
 use modelpub_protocol::envelope::Signer;
 use modelpub_protocol::identity::{Identity, Roster};
 use modelpub_protocol::pb;
@@ -18,10 +19,10 @@ use modelpub_protocol::tls::TlsMaterial;
 use tokio::sync::watch;
 
 use super::Shared;
-use super::accumulator::RoundSum;
 use super::evaluator::Evaluator;
+use super::round;
 use super::service::FederationService;
-use super::state::{GlobalModel, OpenRound, Phase, State};
+use super::state::{GlobalModel, Phase, State};
 use super::strategy::{self, Strategy, Weights};
 use crate::audit_trail;
 use crate::config::{AggregatorConfig, read_json};
@@ -114,7 +115,7 @@ async fn drive(
     party: &PartyDir,
 ) -> anyhow::Result<String> {
     let config = &shared.config;
-    let joined = wait_for_joins(shared).await?;
+    wait_for_joins(shared).await?;
     let global = shared.lock_anyhow()?.global.clone();
     let layout: Vec<(String, Vec<u64>)> = global
         .set
@@ -133,69 +134,67 @@ async fn drive(
         None => None,
     };
     let mut succeeded = 0;
+    let lengths: Vec<usize> = weights.iter().map(Vec::len).collect();
+    let vector_len: usize = lengths.iter().sum();
+    let mut budget = match &config.privacy {
+        Some(p) => Some(PrivacyBudget::new(
+            p.epsilon,
+            p.delta,
+            1.0,
+            p.noise_multiplier,
+        )?),
+        None => None,
+    };
+    let mut stopped_early = None;
     for round in 1..=config.rounds {
-        let plan = plan_round(shared, round, &joined, strategy.as_ref())?;
-        let deadline = Instant::now() + Duration::from_secs(config.round_timeout_secs);
+        if let Some(b) = &budget
+            && b.would_exceed(1)
         {
-            let mut state = shared.lock_anyhow()?;
-            state.phase = Phase::Open(Box::new(OpenRound {
-                sum: RoundSum::new(&weights.iter().map(Vec::len).collect::<Vec<_>>()),
-                plan: plan.clone(),
-                uploaded: Default::default(),
-                receiving: Default::default(),
-                bytes_up: 0,
-                bytes_down: 0,
-                train_losses: Vec::new(),
-                started: Instant::now(),
-            }));
+            let reason = format!(
+                "stopped before round {round}: it would take the privacy spent from ε = {:.3} past the budget ε = {} (δ = {})",
+                b.spent(),
+                b.epsilon(),
+                b.delta()
+            );
+            tracing::warn!("{reason}");
+            stopped_early = Some(reason);
+            break;
         }
-        shared.bump();
-        tracing::info!(round, participants = plan.participants.len(), "round open");
-        wait_until(shared, deadline, |s| match &s.phase {
-            Phase::Open(r) => r.all_in(),
-            _ => true,
-        })
-        .await;
-        let open = {
-            let mut state = shared.lock_anyhow()?;
-            match std::mem::replace(&mut state.phase, Phase::Closed) {
-                Phase::Open(open) => open,
-                _ => bail!("round {round} was closed by someone else"),
+        let joined = joined_now(shared)?;
+        let plan = round::plan(shared, round, &joined, strategy.as_ref(), vector_len)?;
+        let closed = round::run(shared, plan, &lengths).await?;
+        let open = closed.open;
+        let dropped: Vec<String> = closed.dropped.iter().map(|(p, _)| p.clone()).collect();
+        for (p, when) in &closed.dropped {
+            tracing::warn!(round, participant = %p, "dropped {when}");
+        }
+        let (ok, reason) = match closed.mean {
+            Ok(mean) => {
+                strategy.apply(&mut weights, &mean);
+                if weights.iter().flatten().any(|v| !v.is_finite()) {
+                    bail!("round {round}: the new global model has non-finite weights");
+                }
+                let set = to_tensor_set(&layout, &weights)?;
+                if let Some(e) = &evaluator {
+                    last_score = Some(e.score(set.clone()).await?);
+                }
+                let new_global = GlobalModel::new(set);
+                publish_model(party, &new_global)?;
+                shared.lock_anyhow()?.global = new_global;
+                if let Some(b) = budget.as_mut() {
+                    b.record_step();
+                }
+                succeeded += 1;
+                (true, String::new())
             }
+            Err(reason) => (false, reason),
         };
-        let dropped: Vec<String> = open
-            .plan
-            .participants
+        let epsilon = budget.as_ref().map(|b| b.spent());
+        let dropped_detail: Vec<String> = closed
+            .dropped
             .iter()
-            .filter(|p| !open.uploaded.contains(*p))
-            .cloned()
+            .map(|(p, when)| format!("{p} ({when})"))
             .collect();
-        let contributors = open.sum.contributors();
-        let (ok, reason) = if contributors >= config.min_participants as usize {
-            let mean = open.sum.mean().context("no updates despite contributors")?;
-            strategy.apply(&mut weights, &mean);
-            if weights.iter().flatten().any(|v| !v.is_finite()) {
-                bail!("round {round}: the new global model has non-finite weights");
-            }
-            let set = to_tensor_set(&layout, &weights)?;
-            if let Some(e) = &evaluator {
-                last_score = Some(e.score(set.clone()).await?);
-            }
-            let new_global = GlobalModel::new(set);
-            publish_model(party, &new_global)?;
-            shared.lock_anyhow()?.global = new_global;
-            succeeded += 1;
-            (true, String::new())
-        } else {
-            (
-                false,
-                format!(
-                    "only {contributors} of {} updates arrived by the deadline (minimum {}); the global model stays as it was",
-                    open.plan.participants.len(),
-                    config.min_participants
-                ),
-            )
-        };
         let digest = shared.lock_anyhow()?.global.digest().to_string();
         let examples: u64 = open.train_losses.iter().map(|(n, _)| n).sum();
         let train_loss = (examples > 0).then(|| {
@@ -217,7 +216,9 @@ async fn drive(
             participants: uploaded.len(),
             dropped: dropped.len(),
             participant_names: uploaded.clone(),
-            dropped_names: dropped.clone(),
+            dropped_names: dropped_detail,
+            epsilon,
+            secure: open.secure.is_some(),
             bytes_up: open.bytes_up,
             bytes_down: open.bytes_down,
             seconds: open.started.elapsed().as_secs_f64(),
@@ -261,37 +262,17 @@ async fn drive(
             tracing::warn!(round, "round failed: {reason}");
         }
     }
-    Ok(format!("{succeeded} of {} rounds completed", config.rounds))
+    let summary = format!("{succeeded} of {} rounds completed", config.rounds);
+    Ok(match stopped_early {
+        Some(reason) => format!("{summary}; {reason}"),
+        None => summary,
+    })
 }
 
-fn plan_round(
-    shared: &Shared,
-    round: u32,
-    joined: &[String],
-    strategy: &dyn Strategy,
-) -> anyhow::Result<pb::RoundPlan> {
-    let config = &shared.config;
-    let deadline_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64
-        + (config.round_timeout_secs * 1000) as i64;
-    let t = &config.training;
-    Ok(pb::RoundPlan {
-        round,
-        total_rounds: config.rounds,
-        model_sha256: shared.lock_anyhow()?.global.digest().to_string(),
-        participants: joined.to_vec(),
-        min_participants: config.min_participants,
-        deadline_unix_ms: deadline_ms,
-        training: Some(pb::TrainingConfig {
-            local_epochs: t.local_epochs,
-            batch_size: t.batch_size,
-            learning_rate: t.learning_rate,
-            proximal_mu: strategy.proximal_mu(),
-            max_batches_per_epoch: t.max_batches_per_epoch,
-            seed: t.seed,
-        }),
-        model: Some(shared.model_spec()),
-        strategy: strategy.name().to_string(),
-    })
+/// Everyone who has joined so far: participants that come back after a
+/// crash are planned again from the next round on.
+fn joined_now(shared: &Shared) -> anyhow::Result<Vec<String>> {
+    Ok(shared.lock_anyhow()?.joined.keys().cloned().collect())
 }
 
 /// Gang start: the first round waits for the whole roster, or for the join
@@ -314,7 +295,7 @@ async fn wait_for_joins(shared: &Arc<Shared>) -> anyhow::Result<Vec<String>> {
     Ok(joined)
 }
 
-async fn wait_until(shared: &Shared, deadline: Instant, done: impl Fn(&State) -> bool) {
+pub(super) async fn wait_until(shared: &Shared, deadline: Instant, done: impl Fn(&State) -> bool) {
     let mut changes = shared.changes.subscribe();
     loop {
         match shared.state.lock() {
@@ -393,7 +374,7 @@ fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
 }
 
 impl Shared {
-    fn lock_anyhow(&self) -> anyhow::Result<std::sync::MutexGuard<'_, State>> {
+    pub(super) fn lock_anyhow(&self) -> anyhow::Result<std::sync::MutexGuard<'_, State>> {
         self.state
             .lock()
             .map_err(|_| anyhow::anyhow!("aggregator state lock poisoned"))

@@ -4,6 +4,7 @@
 pub mod accumulator;
 mod driver;
 mod evaluator;
+mod round;
 mod service;
 pub mod state;
 pub mod strategy;
@@ -22,6 +23,7 @@ use crate::config::AggregatorConfig;
 use state::State;
 
 pub use driver::run;
+pub use round::secagg_params;
 pub use service::STAGING_SLOTS;
 
 /// What the service handlers and the round driver share.

@@ -10,13 +10,14 @@ use modelpub_protocol::audit::Direction;
 use modelpub_protocol::envelope::{Expectation, Opened, RoundRule, open};
 use modelpub_protocol::pb;
 use modelpub_protocol::pb::federation_server::Federation;
+use modelpub_protocol::secagg;
 use prost::Name;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
-use super::accumulator::StagedUpdate;
-use super::state::{GlobalModel, Joined, Phase};
+use super::accumulator::{StagedMasked, StagedUpdate};
+use super::state::{GlobalModel, Joined, Phase, SecureRound, Stage};
 use crate::audit_trail;
 
 /// How many uploads may be decoded at once; each holds one model-sized
@@ -73,6 +74,49 @@ impl FederationService {
         env
     }
 
+    /// Runs `f` on the open secure round `round`, or says why there is none.
+    fn with_secure<T>(
+        &self,
+        round: u32,
+        f: impl FnOnce(&pb::RoundPlan, &mut SecureRound) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        let mut state = self.shared.lock()?;
+        let open = state
+            .open_round()
+            .filter(|o| o.plan.round == round)
+            .ok_or_else(|| Status::failed_precondition(format!("round {round} is closed")))?;
+        let plan = open.plan.clone();
+        let secure = open.secure.as_mut().ok_or_else(|| {
+            Status::failed_precondition(format!("round {round} does not use secure aggregation"))
+        })?;
+        if let Some(reason) = &secure.failure {
+            return Err(Status::aborted(format!("round {round} failed: {reason}")));
+        }
+        f(&plan, secure)
+    }
+
+    /// Waits until the secure round has moved past a stage, then answers.
+    async fn when_secure<T>(
+        &self,
+        round: u32,
+        ready: impl Fn(&SecureRound) -> bool,
+        answer: impl Fn(&SecureRound) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            let done = self.with_secure(round, |_, r| {
+                Ok(if ready(r) { Some(answer(r)) } else { None })
+            })?;
+            if let Some(result) = done {
+                return result;
+            }
+            changes
+                .changed()
+                .await
+                .map_err(|_| Status::unavailable("aggregator is shutting down"))?;
+        }
+    }
+
     /// The round an in-round message must carry right now.
     fn current_round(&self) -> Result<u32, Status> {
         self.shared
@@ -112,6 +156,7 @@ impl Federation for FederationService {
         self.shared.bump();
         let accepted = pb::JoinAccepted {
             total_rounds: self.shared.config.rounds,
+            current_round: self.shared.lock()?.last_round_to_skip(),
             model: Some(self.shared.model_spec()),
             roster: self.shared.roster.names(),
         };
@@ -219,7 +264,7 @@ impl Federation for FederationService {
                 "an update must be weighted by at least one example",
             ));
         }
-        let global = {
+        let (global, secure_len, dp) = {
             let mut state = self.shared.lock()?;
             let global = state.global.clone();
             let open = state
@@ -231,12 +276,34 @@ impl Federation for FederationService {
                     "{sender} is not a participant of round {round}"
                 )));
             }
+            let secure_len = match &open.secure {
+                Some(r) if r.stage != Stage::MaskedInput => {
+                    return Err(Status::failed_precondition(format!(
+                        "round {round} does not take masked inputs now ({:?})",
+                        r.stage
+                    )));
+                }
+                Some(r) if !r.u2.contains(&sender) => {
+                    return Err(Status::permission_denied(format!(
+                        "{sender} did not complete the key stages of round {round}"
+                    )));
+                }
+                Some(_) => open.plan.secure.as_ref().map(|s| s.vector_len),
+                None => None,
+            };
+            if secure_len.is_some() != header.masked {
+                return Err(Status::invalid_argument(if header.masked {
+                    "a masked update in a round without secure aggregation"
+                } else {
+                    "this round uses secure aggregation: the update must be masked"
+                }));
+            }
             if open.uploaded.contains(&sender) || !open.receiving.insert(sender.clone()) {
                 return Err(Status::already_exists(format!(
                     "{sender} already sent its update for round {round}"
                 )));
             }
-            global
+            (global, secure_len, open.plan.privacy.is_some())
         };
         let _receiving = ReceivingGuard {
             shared: &self.shared,
@@ -254,13 +321,25 @@ impl Federation for FederationService {
             .acquire()
             .await
             .map_err(|_| Status::unavailable("aggregator is shutting down"))?;
-        let mut staged = StagedUpdate::new(&manifest, &global.manifest, header.num_examples as f64)
-            .map_err(|e| Status::invalid_argument(format!("update from {sender}: {e}")))?;
+        let bad = |e: modelpub_protocol::tensor::TensorError| {
+            Status::invalid_argument(format!("update from {sender}: {e}"))
+        };
+        // With differential privacy every update weighs the same, which is
+        // what bounds one participant's influence (its sensitivity).
+        let weight = if dp { 1.0 } else { header.num_examples as f64 };
+        let mut staged = match secure_len {
+            Some(len) => Staged::Masked(StagedMasked::new(&manifest, len).map_err(bad)?),
+            None => Staged::Plain(
+                StagedUpdate::new(&manifest, &global.manifest, weight, &header.dequant_scales)
+                    .map_err(bad)?,
+            ),
+        };
         while let Some(frame) = frames.message().await? {
             match frame.frame {
-                Some(pb::update_frame::Frame::Chunk(chunk)) => staged
-                    .push(&chunk)
-                    .map_err(|e| Status::invalid_argument(format!("update from {sender}: {e}")))?,
+                Some(pb::update_frame::Frame::Chunk(chunk)) => match &mut staged {
+                    Staged::Masked(m) => m.push(&chunk).map_err(bad)?,
+                    Staged::Plain(p) => p.push(&chunk).map_err(bad)?,
+                },
                 Some(pb::update_frame::Frame::Header(_)) | None => {
                     return Err(Status::invalid_argument(
                         "an upload carries exactly one header, then chunks",
@@ -268,10 +347,11 @@ impl Federation for FederationService {
                 }
             }
         }
-        let verified = staged
-            .finish()
-            .map_err(|e| Status::invalid_argument(format!("update from {sender}: {e}")))?;
-        {
+        let (sha256, bytes) = {
+            let finished = match staged {
+                Staged::Masked(m) => Finished::Masked(m.finish().map_err(bad)?),
+                Staged::Plain(p) => Finished::Plain(p.finish().map_err(bad)?),
+            };
             let mut state = self.shared.lock()?;
             let open = state
                 .open_round()
@@ -281,12 +361,38 @@ impl Federation for FederationService {
                         "round {round} closed before the update was complete"
                     ))
                 })?;
-            open.sum.add(&verified);
+            let (sha256, bytes) = match finished {
+                Finished::Plain(verified) => {
+                    open.sum.add(&verified);
+                    (verified.sha256, verified.bytes)
+                }
+                Finished::Masked((values, sha256, bytes)) => {
+                    let secure = open
+                        .secure
+                        .as_mut()
+                        .filter(|r| r.stage == Stage::MaskedInput)
+                        .ok_or_else(|| {
+                            Status::deadline_exceeded(format!(
+                                "round {round} stopped taking masked inputs"
+                            ))
+                        })?;
+                    let server = secure.server().map_err(secagg_status)?;
+                    server
+                        .add_masked_chunk(&sender, 0, &values)
+                        .and_then(|()| server.complete_input(&sender))
+                        .map_err(secagg_status)?;
+                    (sha256, bytes)
+                }
+            };
             open.uploaded.insert(sender.clone());
-            open.bytes_up += verified.bytes;
+            open.first_upload
+                .get_or_insert_with(std::time::Instant::now);
+            open.bytes_up += bytes;
             open.train_losses
                 .push((header.num_examples, header.train_loss));
-        }
+            (sha256, bytes)
+        };
+        let verified = Verified { sha256, bytes };
         tracing::info!(participant = %sender, round, bytes = verified.bytes, "update accepted");
         audit_trail::event(
             &self.shared.audit,
@@ -295,7 +401,11 @@ impl Federation for FederationService {
             &sender,
             round,
             &verified.sha256,
-            "update verified and added to the round sum",
+            if secure_len.is_some() {
+                "masked update verified and added to the secure sum"
+            } else {
+                "update verified and added to the round sum"
+            },
         );
         self.shared.bump();
         let receipt = pb::UpdateReceipt {
@@ -338,6 +448,202 @@ impl Federation for FederationService {
                 .map_err(|_| Status::unavailable("aggregator is shutting down"))?;
         }
     }
+
+    async fn advertise_keys(
+        &self,
+        request: Request<pb::SignedEnvelope>,
+    ) -> Result<Response<pb::SignedEnvelope>, Status> {
+        let round = self.current_round()?;
+        let env = request.into_inner();
+        let req = self.open::<pb::SecAggKeys>(&env, RoundRule::Exactly(round))?;
+        let sender = req.sender;
+        let keys = secagg::AdvertisedKeys::from_bytes(&req.message.keys)
+            .map_err(|e| Status::invalid_argument(format!("keys from {sender}: {e}")))?;
+        self.with_secure(round, |plan, r| {
+            if !plan.participants.contains(&sender) {
+                return Err(Status::permission_denied(format!(
+                    "{sender} is not a participant of round {round}"
+                )));
+            }
+            if r.stage != Stage::AdvertiseKeys {
+                return Err(Status::failed_precondition(format!(
+                    "round {round} no longer takes keys"
+                )));
+            }
+            r.server()
+                .map_err(secagg_status)?
+                .receive_keys(&sender, keys)
+                .map_err(secagg_status)?;
+            r.advertisements.insert(sender.clone(), env.clone());
+            Ok(())
+        })?;
+        self.shared.bump();
+        let book = self
+            .when_secure(
+                round,
+                |r| r.stage != Stage::AdvertiseKeys,
+                |r| {
+                    if !r.u1.contains(&sender) {
+                        return Err(Status::failed_precondition(format!(
+                            "{sender} missed the key stage of round {round}"
+                        )));
+                    }
+                    Ok(pb::KeyBook {
+                        advertisements: r
+                            .u1
+                            .iter()
+                            .filter_map(|p| r.advertisements.get(p).cloned())
+                            .collect(),
+                    })
+                },
+            )
+            .await?;
+        Ok(Response::new(self.seal(&sender, round, &book)))
+    }
+
+    async fn share_keys(
+        &self,
+        request: Request<pb::SignedEnvelope>,
+    ) -> Result<Response<pb::SignedEnvelope>, Status> {
+        let round = self.current_round()?;
+        let req = self.open::<pb::SharedKeys>(request.get_ref(), RoundRule::Exactly(round))?;
+        let sender = req.sender;
+        let shares = req
+            .message
+            .shares
+            .iter()
+            .map(|b| secagg::EncryptedShare::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(format!("shares from {sender}: {e}")))?;
+        self.with_secure(round, |_, r| {
+            if r.stage != Stage::ShareKeys {
+                return Err(Status::failed_precondition(format!(
+                    "round {round} does not take key shares now ({:?})",
+                    r.stage
+                )));
+            }
+            if !r.u1.contains(&sender) {
+                return Err(Status::permission_denied(format!(
+                    "{sender} did not advertise keys in round {round}"
+                )));
+            }
+            r.server()
+                .map_err(secagg_status)?
+                .receive_shares(&sender, shares)
+                .map_err(secagg_status)?;
+            r.shared.insert(sender.clone());
+            Ok(())
+        })?;
+        self.shared.bump();
+        let theirs = self
+            .when_secure(
+                round,
+                |r| r.stage != Stage::ShareKeys,
+                |r| {
+                    if !r.u2.contains(&sender) {
+                        return Err(Status::failed_precondition(format!(
+                            "{sender} missed the share stage of round {round}"
+                        )));
+                    }
+                    let server = r.server.as_ref().ok_or_else(|| {
+                        Status::failed_precondition(format!("round {round} is closing"))
+                    })?;
+                    Ok(pb::SharesForYou {
+                        u2: r.u2.clone(),
+                        shares: server
+                            .shares_for(&sender)
+                            .iter()
+                            .map(secagg::EncryptedShare::to_bytes)
+                            .collect(),
+                    })
+                },
+            )
+            .await?;
+        Ok(Response::new(self.seal(&sender, round, &theirs)))
+    }
+
+    async fn await_unmask(
+        &self,
+        request: Request<pb::SignedEnvelope>,
+    ) -> Result<Response<pb::SignedEnvelope>, Status> {
+        let round = self.current_round()?;
+        let req = self.open::<pb::UnmaskPoll>(request.get_ref(), RoundRule::Exactly(round))?;
+        let sender = req.sender;
+        let ask = self
+            .when_secure(
+                round,
+                |r| r.stage >= Stage::Unmask,
+                |r| {
+                    if r.stage != Stage::Unmask || !r.survivors.contains(&sender) {
+                        return Err(Status::failed_precondition(format!(
+                            "{sender} is not asked to unmask round {round}"
+                        )));
+                    }
+                    Ok(pb::UnmaskRequest {
+                        survivors: r.survivors.clone(),
+                        dropped: r.dropped.clone(),
+                    })
+                },
+            )
+            .await?;
+        Ok(Response::new(self.seal(&sender, round, &ask)))
+    }
+
+    async fn reveal(
+        &self,
+        request: Request<pb::SignedEnvelope>,
+    ) -> Result<Response<pb::SignedEnvelope>, Status> {
+        let round = self.current_round()?;
+        let req = self.open::<pb::Reveal>(request.get_ref(), RoundRule::Exactly(round))?;
+        let sender = req.sender;
+        let shares = req
+            .message
+            .shares
+            .iter()
+            .map(|b| secagg::RevealedShare::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(format!("reveal from {sender}: {e}")))?;
+        let count = shares.len() as u32;
+        self.with_secure(round, |_, r| {
+            if r.stage != Stage::Unmask {
+                return Err(Status::failed_precondition(format!(
+                    "round {round} is not unmasking"
+                )));
+            }
+            r.server()
+                .map_err(secagg_status)?
+                .receive_reveal(&sender, shares)
+                .map_err(secagg_status)?;
+            r.revealed.insert(sender.clone());
+            Ok(())
+        })?;
+        self.shared.bump();
+        Ok(Response::new(self.seal(
+            &sender,
+            round,
+            &pb::RevealAccepted { shares: count },
+        )))
+    }
+}
+
+enum Staged {
+    Plain(StagedUpdate),
+    Masked(StagedMasked),
+}
+
+enum Finished {
+    Plain(super::accumulator::VerifiedUpdate),
+    Masked((Vec<u32>, String, u64)),
+}
+
+struct Verified {
+    sha256: String,
+    bytes: u64,
+}
+
+/// Protocol errors of secure aggregation, as the participant should see them.
+fn secagg_status(e: secagg::SecAggError) -> Status {
+    Status::failed_precondition(format!("secure aggregation: {e}"))
 }
 
 /// Frees the participant's upload slot however the upload ends.

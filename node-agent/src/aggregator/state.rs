@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use modelpub_protocol::pb;
+use modelpub_protocol::secagg;
 use modelpub_protocol::tensor::TensorSet;
 
 use super::accumulator::RoundSum;
@@ -44,14 +45,71 @@ pub struct OpenRound {
     /// (examples, mean local training loss) per update.
     pub train_losses: Vec<(u64, f64)>,
     pub started: Instant,
+    /// When the first update arrived, for the straggler cutoff.
+    pub first_upload: Option<Instant>,
+    /// The unmasked mean update of a secure round.
+    pub secure_mean: Option<Vec<Vec<f32>>>,
+    /// Present when the round uses secure aggregation.
+    pub secure: Option<SecureRound>,
 }
 
 impl OpenRound {
     pub fn all_in(&self) -> bool {
-        self.plan
-            .participants
-            .iter()
-            .all(|p| self.uploaded.contains(p))
+        let expected: &[String] = match &self.secure {
+            Some(s) => &s.u2,
+            None => &self.plan.participants,
+        };
+        expected.iter().all(|p| self.uploaded.contains(p))
+    }
+}
+
+/// Where a secure round is: each stage closes when everyone expected has
+/// taken part, or at its deadline, and who missed it has dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    AdvertiseKeys,
+    ShareKeys,
+    MaskedInput,
+    Unmask,
+    Closed,
+}
+
+pub struct SecureRound {
+    pub stage: Stage,
+    /// `None` once the driver took it out to finish the round.
+    pub server: Option<secagg::Server>,
+    /// Stage 1 messages as their owners signed them, forwarded verbatim.
+    pub advertisements: BTreeMap<String, pb::SignedEnvelope>,
+    pub u1: Vec<String>,
+    pub shared: BTreeSet<String>,
+    pub u2: Vec<String>,
+    pub survivors: Vec<String>,
+    pub dropped: Vec<String>,
+    pub revealed: BTreeSet<String>,
+    /// Why the round cannot complete, once known.
+    pub failure: Option<String>,
+}
+
+impl SecureRound {
+    pub fn new(server: secagg::Server) -> Self {
+        Self {
+            stage: Stage::AdvertiseKeys,
+            server: Some(server),
+            advertisements: BTreeMap::new(),
+            u1: Vec::new(),
+            shared: BTreeSet::new(),
+            u2: Vec::new(),
+            survivors: Vec::new(),
+            dropped: Vec::new(),
+            revealed: BTreeSet::new(),
+            failure: None,
+        }
+    }
+
+    pub fn server(&mut self) -> Result<&mut secagg::Server, secagg::SecAggError> {
+        self.server
+            .as_mut()
+            .ok_or_else(|| secagg::SecAggError::InvalidParams("the round is closed".into()))
     }
 }
 
@@ -87,6 +145,20 @@ impl State {
         match &mut self.phase {
             Phase::Open(r) => Some(r),
             _ => None,
+        }
+    }
+
+    /// For a participant joining now: the last round it cannot take part
+    /// in. It can still enter an open round that has not moved past its
+    /// first stage; a secure round whose keys are settled goes on without it.
+    pub fn last_round_to_skip(&self) -> u32 {
+        let last_closed = self.results.keys().next_back().copied().unwrap_or(0);
+        match &self.phase {
+            Phase::Open(r) => match &r.secure {
+                Some(s) if s.stage > Stage::AdvertiseKeys => r.plan.round,
+                _ => r.plan.round - 1,
+            },
+            _ => last_closed,
         }
     }
 

@@ -3,6 +3,7 @@
 //! Raw data never leaves the vault.
 
 mod connect;
+mod secure;
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use prost::Name;
 use tonic::transport::Channel;
 
 use crate::audit_trail;
-use crate::config::{ParticipantConfig, read_json};
+use crate::config::{Fault, FaultStage, ParticipantConfig, read_json};
 use crate::data::{Dataset, decode_dataset};
 use crate::model::{Model, ModelConfig, pick_device};
 use crate::party::PartyDir;
@@ -115,7 +116,10 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let mut model = Model::new(&model_config, device, 0)?;
     tracing::info!(participant = %name, rounds = accepted.total_rounds, examples = data.len(), ?device, "joined");
 
-    let mut after_round = 0;
+    let roster = Roster::new(config.roster.clone());
+    // Joining while a round is under way (after a crash, say): that round
+    // planned without us, so wait for the next.
+    let mut after_round = accepted.current_round;
     loop {
         let ask = session.seal(0, &pb::RoundRequest { after_round });
         let reply = session
@@ -137,55 +141,165 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
             );
         }
         let round = plan.round;
-        let global = download(&mut session, &plan).await?;
-        model.load_weights(&global)?;
-        let training = plan
-            .training
-            .context("RoundPlan carries no training config")?;
-        let cfg = TrainConfig {
-            local_epochs: training.local_epochs,
-            batch_size: training.batch_size.max(1) as usize,
-            learning_rate: training.learning_rate,
-            proximal_mu: training.proximal_mu,
-            max_batches_per_epoch: training.max_batches_per_epoch as usize,
-            seed: training
-                .seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(u64::from(round))
-                .wrapping_add(seed_of(&name)),
+        let mut ctx = RoundContext {
+            session: &mut session,
+            plan: &plan,
+            model: &mut model,
+            data: &data,
+            vault: &vault,
+            name: &name,
+            roster: &roster,
+            faults: &config.faults,
         };
-        let outcome =
-            tokio::task::block_in_place(|| train::train(&mut model, &data, &cfg, &mut |_, _| {}))?;
-        let local = model.weights();
-        save_model_state(&vault, &local)?;
-        let update = difference(&local, &global)?;
-        let receipt = upload(
-            &mut session,
-            round,
-            &plan,
-            &update,
-            outcome.num_examples,
-            outcome.mean_loss,
-        )
-        .await?;
-        tracing::info!(
-            round,
-            loss = outcome.mean_loss,
-            bytes = receipt.bytes_received,
-            "update sent"
-        );
+        if let Err(e) = take_part(&mut ctx).await {
+            // A round that fails (too few left for secure aggregation, a
+            // deadline missed) is the aggregator's to report; this
+            // participant goes on with the next one.
+            tracing::warn!(round, "could not complete the round: {e:#}");
+        }
         let ask = session.seal(0, &pb::RoundResultRequest { round });
         match session.client.get_round_result(ask).await {
             Ok(reply) => {
                 let result: pb::RoundResult =
                     session.open(&reply.into_inner(), RoundRule::Exactly(round))?;
-                tracing::info!(round, succeeded = result.succeeded, model = %result.model_sha256, "round result");
+                tracing::info!(round, succeeded = result.succeeded, model = %result.model_sha256, "round result: {}", result.reason);
             }
             Err(status) => tracing::warn!(round, "no round result: {}", status.message()),
         }
         after_round = round;
     }
     Ok(())
+}
+
+/// Everything one round of this participant needs.
+struct RoundContext<'a> {
+    session: &'a mut Session,
+    plan: &'a pb::RoundPlan,
+    model: &'a mut Model,
+    data: &'a Dataset,
+    vault: &'a Vault,
+    name: &'a str,
+    roster: &'a Roster,
+    faults: &'a [Fault],
+}
+
+impl RoundContext<'_> {
+    /// Injected failure (`simulate --dropout`): the process ends here, as a
+    /// crashed or disconnected institution would.
+    fn fault(&self, stage: FaultStage) {
+        let round = self.plan.round;
+        if self
+            .faults
+            .iter()
+            .any(|f| f.round == round && f.stage == stage)
+        {
+            tracing::warn!(round, "fault injection: exiting {}", stage.name());
+            std::process::exit(FAULT_EXIT_CODE);
+        }
+    }
+}
+
+/// Exit status of a participant that failed on purpose.
+pub const FAULT_EXIT_CODE: i32 = 75;
+
+async fn take_part(ctx: &mut RoundContext<'_>) -> anyhow::Result<()> {
+    let plan = ctx.plan;
+    let round = plan.round;
+    let global = download(ctx.session, plan).await?;
+    ctx.fault(FaultStage::AfterDownload);
+    ctx.model.load_weights(&global)?;
+    let mut secure = match &plan.secure {
+        Some(s) => Some(secure::key_stages(ctx, s).await?),
+        None => None,
+    };
+    let training = plan
+        .training
+        .context("RoundPlan carries no training config")?;
+    let cfg = TrainConfig {
+        local_epochs: training.local_epochs,
+        batch_size: training.batch_size.max(1) as usize,
+        learning_rate: training.learning_rate,
+        proximal_mu: training.proximal_mu,
+        max_batches_per_epoch: training.max_batches_per_epoch as usize,
+        seed: training
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(u64::from(round))
+            .wrapping_add(seed_of(ctx.name)),
+    };
+    let (model, data) = (&mut *ctx.model, ctx.data);
+    let outcome = tokio::task::block_in_place(|| train::train(model, data, &cfg, &mut |_, _| {}))?;
+    let local = ctx.model.weights();
+    save_model_state(ctx.vault, &local)?;
+    let mut update = difference(&local, &global)?;
+    if let Some(dp) = &plan.privacy {
+        update = privatize(&update, dp)?;
+    }
+    let sent = match (&mut secure, &plan.secure) {
+        (Some(client), Some(s)) => {
+            let masked = secure::mask(client, s, &update, outcome.num_examples)?;
+            upload(
+                ctx.session,
+                plan,
+                &masked,
+                outcome.num_examples,
+                outcome.mean_loss,
+                true,
+                &[],
+            )
+            .await?
+        }
+        _ => {
+            let how = pb::Compression::try_from(plan.compression).unwrap_or(pb::Compression::None);
+            let (wire, scales) = crate::compression::encode(&update, how)?;
+            upload(
+                ctx.session,
+                plan,
+                &wire,
+                outcome.num_examples,
+                outcome.mean_loss,
+                false,
+                &scales,
+            )
+            .await?
+        }
+    };
+    tracing::info!(
+        round,
+        loss = outcome.mean_loss,
+        bytes = sent.bytes_received,
+        "update sent"
+    );
+    ctx.fault(FaultStage::AfterUpload);
+    if let Some(client) = secure.as_mut() {
+        secure::unmask(ctx, client).await?;
+    }
+    Ok(())
+}
+
+/// Client-level DP: clip the whole update to the L2 bound, then add this
+/// participant's share of the Gaussian noise.
+fn privatize(update: &TensorSet, dp: &pb::DifferentialPrivacy) -> anyhow::Result<TensorSet> {
+    let mut values: Vec<Vec<f32>> = update
+        .tensors
+        .iter()
+        .map(|t| t.to_f32())
+        .collect::<Result<_, _>>()?;
+    modelpub_protocol::dp::clip_l2(&mut values, dp.clip_norm);
+    let mut rng = modelpub_protocol::dp::os_rng()?;
+    for v in values.iter_mut() {
+        let noise = modelpub_protocol::dp::gaussian_noise(v.len(), dp.noise_std, &mut rng)?;
+        for (x, n) in v.iter_mut().zip(noise) {
+            *x += n;
+        }
+    }
+    let tensors = update
+        .tensors
+        .iter()
+        .zip(values)
+        .map(|(t, v)| NamedTensor::from_f32(t.name.clone(), t.shape.clone(), &v))
+        .collect();
+    Ok(TensorSet::new(tensors)?)
 }
 
 fn seed_of(name: &str) -> u64 {
@@ -243,12 +357,14 @@ async fn download(session: &mut Session, plan: &pb::RoundPlan) -> anyhow::Result
 
 async fn upload(
     session: &mut Session,
-    round: u32,
     plan: &pb::RoundPlan,
     update: &TensorSet,
     num_examples: u64,
     train_loss: f64,
+    masked: bool,
+    dequant_scales: &[f32],
 ) -> anyhow::Result<pb::UpdateReceipt> {
+    let round = plan.round;
     let header = session.seal(
         round,
         &pb::UpdateHeader {
@@ -256,6 +372,8 @@ async fn upload(
             manifest: Some(update.manifest()),
             num_examples,
             train_loss,
+            masked,
+            dequant_scales: dequant_scales.to_vec(),
         },
     );
     audit_trail::event(

@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::{StrategyConfig, TrainingSettings, read_json};
+use crate::config::{
+    Fault, FaultStage, PrivacySettings, SecureSettings, StrategyConfig, TrainingSettings, read_json,
+};
 use crate::data::{self, Dataset, Partition};
 use crate::model::ModelConfig;
+use crate::participant::FAULT_EXIT_CODE;
 use crate::round_record::RoundRecord;
 use crate::train;
 use options::{DataSource, SimulateOptions, find_data_dir};
@@ -56,6 +59,24 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
     let parts = data::partition(&train_set, opts.institutions, &partition, opts.seed)?;
     let model = ModelConfig::default_for(&whole);
     let training = training_settings(&opts, &whole);
+    let compression = crate::compression::parse(&opts.compression).map_err(anyhow::Error::msg)?;
+    if opts.secure() && compression != modelpub_protocol::pb::Compression::None {
+        bail!("--compression applies to plain aggregation; add --secure-aggregation off");
+    }
+    if !(0.0..1.0).contains(&opts.dropout) {
+        bail!(
+            "--dropout must be at least 0 and below 1, got {}",
+            opts.dropout
+        );
+    }
+    let secure = opts.secure().then(|| SecureSettings {
+        clip: opts.secagg_clip,
+        neighbours: None,
+        threshold: opts.secagg_threshold,
+        stage_timeout_secs: 5,
+    });
+    let privacy = privacy_settings(&opts)?;
+    let faults = plan_faults(&opts);
 
     say(&format!(
         "modelpub simulate: {} ({}), {} institutions partitioned by {}, {} rounds of {} with {} local epoch(s)",
@@ -83,6 +104,10 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
             round_timeout_secs: opts.round_timeout,
             seed: opts.seed,
             prefer_cuda: opts.cuda,
+            secure: secure.clone(),
+            privacy: privacy.clone(),
+            compression: opts.compression.clone(),
+            faults: faults.clone(),
         },
     )?;
     let institutions: Vec<InstitutionSummary> = layout
@@ -106,7 +131,16 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
         layout.out.display()
     ));
 
-    let rounds = federate(&layout, &opts).await?;
+    if let Some(p) = &privacy {
+        say(&format!(
+            "  differential privacy: clip {} , noise multiplier {:.4}, budget ε = {} at δ = {}",
+            p.clip_norm, p.noise_multiplier, p.epsilon, p.delta
+        ));
+    }
+    if opts.secure() {
+        say("  secure aggregation (SecAgg+) on: the aggregator sees only the sum of the updates");
+    }
+    let rounds = federate(&layout, &opts, &faults).await?;
     let local_only = if opts.skip_local_only {
         Vec::new()
     } else {
@@ -130,6 +164,8 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
             "options": opts,
             "partition": format!("{partition:?}"),
             "strategy": strategy,
+            "secure_aggregation": secure,
+            "privacy": privacy,
             "model": model,
             "training": training,
             "test_examples": test_set.len(),
@@ -160,6 +196,63 @@ fn training_settings(opts: &SimulateOptions, data: &Dataset) -> TrainingSettings
     }
 }
 
+fn privacy_settings(opts: &SimulateOptions) -> anyhow::Result<Option<PrivacySettings>> {
+    let Some(epsilon) = opts.dp_epsilon else {
+        if opts.dp_noise_multiplier.is_some() {
+            bail!("--dp-noise-multiplier needs a budget: add --dp-epsilon");
+        }
+        return Ok(None);
+    };
+    if !(opts.dp_clip.is_finite() && opts.dp_clip > 0.0) {
+        bail!("--dp-clip must be positive, got {}", opts.dp_clip);
+    }
+    // Every institution takes part in every round: sampling rate 1.
+    let noise_multiplier = match opts.dp_noise_multiplier {
+        Some(z) => z,
+        None => modelpub_protocol::dp::noise_multiplier_for(
+            1.0,
+            u64::from(opts.rounds),
+            epsilon,
+            opts.dp_delta,
+        )?,
+    };
+    Ok(Some(PrivacySettings {
+        clip_norm: opts.dp_clip,
+        noise_multiplier,
+        epsilon,
+        delta: opts.dp_delta,
+    }))
+}
+
+/// Which institutions fail, when: `round(dropout x n)` of them each round,
+/// each at a random stage, chosen from the seed so a run can be repeated.
+fn plan_faults(opts: &SimulateOptions) -> Vec<Vec<Fault>> {
+    use rand::SeedableRng;
+    use rand::seq::{IndexedRandom, SliceRandom};
+    let n = opts.institutions;
+    let mut faults = vec![Vec::new(); n];
+    let per_round = (opts.dropout * n as f64).round() as usize;
+    if per_round == 0 {
+        return faults;
+    }
+    let stages: &[FaultStage] = if opts.secure() {
+        &FaultStage::SECURE
+    } else {
+        &FaultStage::PLAIN
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed ^ 0xd20b_0a7e);
+    let mut who: Vec<usize> = (0..n).collect();
+    for round in 1..=opts.rounds {
+        who.shuffle(&mut rng);
+        for &i in who.iter().take(per_round.min(n)) {
+            if let Some(&stage) = stages.choose(&mut rng) {
+                faults[i].push(Fault { round, stage });
+            }
+        }
+    }
+    faults
+}
+
 fn party_name(p: &crate::party::PartyDir) -> String {
     p.root()
         .file_name()
@@ -172,7 +265,11 @@ fn say(line: &str) {
 }
 
 /// Runs the federation to its end and returns the aggregator's round records.
-async fn federate(layout: &Layout, opts: &SimulateOptions) -> anyhow::Result<Vec<RoundRecord>> {
+async fn federate(
+    layout: &Layout,
+    opts: &SimulateOptions,
+    faults: &[Vec<Fault>],
+) -> anyhow::Result<Vec<RoundRecord>> {
     let mut aggregator = Party::role("aggregator", &layout.aggregator, "aggregator")?;
     let address = await_address(
         &mut aggregator,
@@ -194,6 +291,10 @@ async fn federate(layout: &Layout, opts: &SimulateOptions) -> anyhow::Result<Vec
     let started = Instant::now();
     let mut seen = 0;
     let mut reported_exits = BTreeSet::new();
+    // A participant killed in round r comes back (a new process, the same
+    // identity and vault) once round r is over.
+    let mut killed_in: Vec<Option<u32>> = vec![None; participants.len()];
+    let mut back_after: Vec<u32> = vec![0; participants.len()];
     let outcome = loop {
         let records = RoundRecord::read_all(&layout.rounds_file)?;
         for r in &records[seen.min(records.len())..] {
@@ -209,11 +310,25 @@ async fn federate(layout: &Layout, opts: &SimulateOptions) -> anyhow::Result<Vec
             bar.set_message("training");
         }
         seen = records.len();
-        for p in participants.iter_mut() {
-            if let Some(status) = p.poll()?
-                && !status.success()
-                && reported_exits.insert(p.name.clone())
-            {
+        for (i, p) in participants.iter_mut().enumerate() {
+            let Some(status) = p.poll()? else { continue };
+            if status.code() == Some(FAULT_EXIT_CODE) {
+                if killed_in[i].is_none() {
+                    killed_in[i] = faults[i]
+                        .iter()
+                        .map(|f| f.round)
+                        .filter(|r| *r > back_after[i])
+                        .min();
+                }
+                if let Some(r) = killed_in[i]
+                    && seen >= r as usize
+                    && r < opts.rounds
+                {
+                    *p = Party::role("participant", &layout.institutions[i], &p.name)?;
+                    back_after[i] = r;
+                    killed_in[i] = None;
+                }
+            } else if !status.success() && reported_exits.insert(p.name.clone()) {
                 bar.println(format!(
                     "  {} exited ({status}); it will count as dropped. Its log ends:\n{}",
                     p.name,
@@ -249,7 +364,8 @@ async fn federate(layout: &Layout, opts: &SimulateOptions) -> anyhow::Result<Vec
     }
     for p in participants.iter_mut() {
         let status = p.wait(Duration::from_secs(30)).await?;
-        if !status.success() && !reported_exits.contains(&p.name) {
+        let killed = status.code() == Some(FAULT_EXIT_CODE);
+        if !status.success() && !killed && !reported_exits.contains(&p.name) {
             say(&format!(
                 "  {} exited ({status}). Its log ends:\n{}",
                 p.name,

@@ -58,6 +58,40 @@ pub struct SimulateOptions {
     /// Train on CUDA when libtorch sees a GPU.
     #[arg(long)]
     pub cuda: bool,
+    /// SecAgg+: the aggregator sees only the sum of the updates.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub secure_aggregation: String,
+    /// Shares needed to reconstruct a secret, i.e. the fewest survivors a
+    /// secure round completes with (default: a majority of neighbours).
+    #[arg(long)]
+    pub secagg_threshold: Option<u32>,
+    /// Per-coordinate clip of updates before secure quantisation.
+    #[arg(long, default_value_t = 4.0)]
+    pub secagg_clip: f32,
+    /// Fraction of participants killed at random stages of each round.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Differential privacy budget ε (turns on client-level DP-FedAvg).
+    #[arg(long)]
+    pub dp_epsilon: Option<f64>,
+    /// Differential privacy δ.
+    #[arg(long, default_value_t = 1e-5)]
+    pub dp_delta: f64,
+    /// L2 norm every update is clipped to under DP.
+    #[arg(long, default_value_t = 1.0)]
+    pub dp_clip: f64,
+    /// Noise multiplier under DP (default: the smallest that fits all rounds in the budget).
+    #[arg(long)]
+    pub dp_noise_multiplier: Option<f64>,
+    /// Wire encoding of plain updates: none | f16 | int8 (needs --secure-aggregation off).
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+}
+
+impl SimulateOptions {
+    pub fn secure(&self) -> bool {
+        self.secure_aggregation == "on"
+    }
 }
 
 /// Where the data set comes from.

@@ -23,7 +23,12 @@ impl Party {
     /// one thread per process so several parties share the cores fairly.
     pub fn spawn(name: &str, args: &[&str], log: &Path, dir: &Path) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the modelpub binary")?;
-        let log_file = std::fs::File::create(log)
+        // Appending: a participant restarted after a crash keeps the log of
+        // its earlier life.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let child = Command::new(exe)
             .args(args)

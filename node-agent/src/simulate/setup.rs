@@ -12,7 +12,8 @@ use modelpub_protocol::tls::FederationCa;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    AggregatorConfig, ParticipantConfig, StrategyConfig, TrainingSettings, VaultRef, write_json,
+    AggregatorConfig, Fault, ParticipantConfig, PrivacySettings, SecureSettings, StrategyConfig,
+    TrainingSettings, VaultRef, write_json,
 };
 use crate::data::{Dataset, encode_dataset};
 use crate::model::ModelConfig;
@@ -58,6 +59,11 @@ pub struct Plan<'a> {
     pub round_timeout_secs: u64,
     pub seed: u64,
     pub prefer_cuda: bool,
+    pub secure: Option<SecureSettings>,
+    pub privacy: Option<PrivacySettings>,
+    pub compression: String,
+    /// Injected failures, by institution index.
+    pub faults: Vec<Vec<Fault>>,
 }
 
 pub fn prepare_out_dir(out: &Path) -> anyhow::Result<()> {
@@ -121,10 +127,14 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
         model: plan.model.clone(),
         model_seed: plan.seed,
         evaluation: Some(testset.clone()),
+        secure_aggregation: plan.secure.clone(),
+        privacy: plan.privacy.clone(),
+        compression: plan.compression.clone(),
     };
     write_json(&aggregator.config(), &agg_config)?;
 
-    for party in &institutions {
+    let roster = agg_config.roster.clone();
+    for (i, party) in institutions.iter().enumerate() {
         let vault = VaultRef {
             dir: party.vault(),
             key_file: party.vault_key(),
@@ -138,6 +148,8 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
             vault: vault.clone(),
             connect_timeout_secs: 30,
             prefer_cuda: plan.prefer_cuda,
+            roster: roster.clone(),
+            faults: plan.faults.get(i).cloned().unwrap_or_default(),
         };
         write_json(&party.config(), &config)?;
         let local = LocalOnlyConfig {
