@@ -41,8 +41,16 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
-/// Settings under which federated training on the demo data sets works
-/// (see the module docs of `train` for how they were found).
+/// Settings under which federated training on the demo data sets works,
+/// found with the FedAvg experiments in `train/experiments.rs`:
+/// - digits split by label over 3 institutions (4/3/3 classes), 10 rounds:
+///   FedAvg reaches 0.96 test accuracy (0.955-0.975 over init seeds) while
+///   each local-only model stays at 0.29-0.40;
+/// - Tiny Shakespeare split by role over 3 institutions, 5 rounds of 30
+///   batches: FedAvg's test loss (2.58) is below every local-only model's
+///   (2.63-2.67), in about 30 s on two CPU cores. At a lower learning rate
+///   (3e-3) everybody learns faster but the local-only models win, since
+///   averaging then costs more than it gains in five rounds.
 pub fn default_train_config(ds: &Dataset) -> TrainConfig {
     match ds {
         Dataset::Tabular(_) => TrainConfig {
@@ -56,9 +64,9 @@ pub fn default_train_config(ds: &Dataset) -> TrainConfig {
         Dataset::Text(_) => TrainConfig {
             local_epochs: 1,
             batch_size: 32,
-            learning_rate: 3e-3,
+            learning_rate: 0.01,
             proximal_mu: 0.0,
-            max_batches_per_epoch: 40,
+            max_batches_per_epoch: 30,
             seed: 0,
         },
     }
@@ -127,7 +135,7 @@ pub fn train_prepared(
     check_config(cfg)?;
     let mut opt = match model.config() {
         ModelConfig::Mlp { .. } => nn::Sgd {
-            momentum: std::env::var("MP_EXP_MOM").ok().and_then(|v| v.parse().ok()).unwrap_or(0.9),
+            momentum: 0.9,
             ..Default::default()
         }
         .build(model.var_store(), cfg.learning_rate)?,
@@ -271,7 +279,9 @@ impl EpochPlan {
                 let chunk = bytes.index_select(0, &pos.view([-1])).view([n, window + 1]);
                 (chunk.narrow(1, 0, *window), chunk.narrow(1, 1, *window))
             }
-            PreparedData::Tabular { x, y, .. } => (x.index_select(0, &idx), y.index_select(0, &idx)),
+            PreparedData::Tabular { x, y, .. } => {
+                (x.index_select(0, &idx), y.index_select(0, &idx))
+            }
         }
     }
 }

@@ -410,7 +410,13 @@ mod tests {
         ));
         let leftovers = fs::read_dir(v.dir())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
             .count();
         assert_eq!(leftovers, 0);
         assert!(Vault::create(v.dir(), VaultKey::generate().unwrap()).is_err());
@@ -479,7 +485,9 @@ mod tests {
         }
         assert!(!format!("{key:?}").contains(&hex::encode(key.0)));
 
-        let e = VaultKey::load(&dir.path().join("nope")).unwrap_err().to_string();
+        let e = VaultKey::load(&dir.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope"), "{e}");
         fs::write(&p, "abcd").unwrap();
         let e = VaultKey::load(&p).unwrap_err().to_string();

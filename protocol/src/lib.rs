@@ -10,8 +10,10 @@
 pub mod pb;
 pub mod tensor;
 pub mod audit;
+pub mod dp;
 pub mod envelope;
 pub mod error;
 pub mod identity;
 pub mod replay;
+pub mod secagg;
 pub mod tls;

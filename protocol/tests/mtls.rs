@@ -66,6 +66,34 @@ impl Federation for TestFederation {
     ) -> Result<Response<pb::SignedEnvelope>, Status> {
         Err(Status::unimplemented("test server"))
     }
+
+    async fn advertise_keys(
+        &self,
+        _request: Request<pb::SignedEnvelope>,
+    ) -> Result<Response<pb::SignedEnvelope>, Status> {
+        Err(Status::unimplemented("test server"))
+    }
+
+    async fn share_keys(
+        &self,
+        _request: Request<pb::SignedEnvelope>,
+    ) -> Result<Response<pb::SignedEnvelope>, Status> {
+        Err(Status::unimplemented("test server"))
+    }
+
+    async fn await_unmask(
+        &self,
+        _request: Request<pb::SignedEnvelope>,
+    ) -> Result<Response<pb::SignedEnvelope>, Status> {
+        Err(Status::unimplemented("test server"))
+    }
+
+    async fn reveal(
+        &self,
+        _request: Request<pb::SignedEnvelope>,
+    ) -> Result<Response<pb::SignedEnvelope>, Status> {
+        Err(Status::unimplemented("test server"))
+    }
 }
 
 async fn start_server(material: &TlsMaterial, server_id: Identity) -> SocketAddr {

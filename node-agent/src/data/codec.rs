@@ -3,7 +3,8 @@
 //! Layout (all integers little-endian):
 //! `MPDS` magic, u32 version (1), u8 kind, then
 //! - tabular (kind 1): u64 rows, u64 features, u64 classes, each feature
-//!   name (u32 length + UTF-8), features x f32 scale, rows x features f32
+//!   name (u32 length + UTF-8), features x f32 offset, features x f32
+//!   scale, rows x features f32
 //!   values, rows x i64 labels;
 //! - text (kind 2): u64 docs, each doc as u32 role length + UTF-8 role and
 //!   u64 text length + bytes.
@@ -33,8 +34,9 @@ pub fn encode_dataset(ds: &Dataset) -> Vec<u8> {
             for name in &t.feature_names {
                 put_str(&mut out, name);
             }
-            out.reserve(4 * (t.feature_scale.len() + t.features.len()) + 8 * t.labels.len());
-            for v in t.feature_scale.iter().chain(&t.features) {
+            out.reserve(4 * (2 * t.num_features + t.features.len()) + 8 * t.labels.len());
+            let stats = t.feature_offset.iter().chain(&t.feature_scale);
+            for v in stats.chain(&t.features) {
                 out.extend_from_slice(&v.to_le_bytes());
             }
             for l in &t.labels {
@@ -94,6 +96,10 @@ fn decode_tabular(r: &mut Reader<'_>) -> Result<Tabular, DataError> {
     for i in 0..num_features {
         feature_names.push(r.string(&format!("feature name {i}"))?);
     }
+    let feature_offset = r.f32s(num_features, "feature offset")?;
+    if let Some(o) = feature_offset.iter().find(|o| !o.is_finite()) {
+        return Err(err(format!("feature offset {o} is not finite")));
+    }
     let feature_scale = r.f32s(num_features, "feature scale")?;
     if let Some(s) = feature_scale.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
         return Err(err(format!("feature scale {s} is not positive")));
@@ -115,6 +121,7 @@ fn decode_tabular(r: &mut Reader<'_>) -> Result<Tabular, DataError> {
         num_features,
         num_classes,
         feature_names,
+        feature_offset,
         feature_scale,
     })
 }
@@ -213,7 +220,8 @@ mod tests {
             num_features: 2,
             num_classes: 3,
             feature_names: vec!["a".into(), "béta".into()],
-            feature_scale: vec![3.0, 4.0],
+            feature_offset: vec![2.0, 0.75],
+            feature_scale: vec![1.0, 3.25],
         })
     }
 

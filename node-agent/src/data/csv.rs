@@ -17,7 +17,7 @@ use std::path::Path;
 
 use flate2::read::GzDecoder;
 
-use super::{DataError, Tabular, feature_scale};
+use super::{DataError, Tabular, feature_stats};
 
 /// Class ids above this are refused: the model's output layer has one unit
 /// per class id, so a stray large id would allocate an absurd layer.
@@ -91,8 +91,10 @@ pub fn load_csv(path: &Path, label_column: Option<&str>) -> Result<Tabular, Data
         .filter(|(i, _)| *i != label_idx)
         .map(|(_, n)| n.clone())
         .collect();
+    let (feature_offset, feature_scale) = feature_stats(&features, num_features);
     Ok(Tabular {
-        feature_scale: feature_scale(&features, num_features),
+        feature_offset,
+        feature_scale,
         features,
         labels,
         num_features,
@@ -213,7 +215,8 @@ mod tests {
         assert_eq!(t.features, vec![1.0, 2.0, 3.0, -4.0]);
         assert_eq!(t.feature_names, vec!["x1", "x2"]);
         assert_eq!(t.num_classes, 3);
-        assert_eq!(t.feature_scale, vec![3.0, 4.0]);
+        assert_eq!(t.feature_offset, vec![2.0, -1.0]);
+        assert_eq!(t.feature_scale, vec![1.0, 3.0]);
         assert_eq!(load_csv(&p, Some("1")).unwrap(), t);
     }
 
@@ -224,7 +227,8 @@ mod tests {
         let t = load_csv(&p, None).unwrap();
         assert_eq!(t.labels, vec![1, 0]);
         assert_eq!(t.num_features, 2);
-        assert_eq!(t.feature_scale, vec![1.0, 2.0]);
+        assert_eq!(t.feature_offset, vec![0.5, 1.0]);
+        assert_eq!(t.feature_scale, vec![0.5, 1.0]);
     }
 
     #[test]
@@ -232,11 +236,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "r.csv", "a,b,c\n1,2,0\n1,2\n");
         let e = load_csv(&p, None).unwrap_err().to_string();
-        assert!(e.contains("r.csv") && e.contains("line 3 has 2 fields, expected 3"), "{e}");
+        assert!(
+            e.contains("r.csv") && e.contains("line 3 has 2 fields, expected 3"),
+            "{e}"
+        );
 
         let p = write(dir.path(), "n.csv", "x1,x2,y\n1,2,0\n1,abc,1\n");
         let e = load_csv(&p, None).unwrap_err().to_string();
-        assert!(e.contains("line 3, column `x2`: `abc` is not a number"), "{e}");
+        assert!(
+            e.contains("line 3, column `x2`: `abc` is not a number"),
+            "{e}"
+        );
 
         let p = write(dir.path(), "l.csv", "x1,x2,y\n1,2,cat\n");
         let e = load_csv(&p, None).unwrap_err().to_string();
@@ -244,7 +254,10 @@ mod tests {
 
         let p = write(dir.path(), "f.csv", "x1,x2,y\n1,2,0\n");
         let e = load_csv(&p, Some("foo")).unwrap_err().to_string();
-        assert!(e.contains("label column `foo` not found; columns are: x1, x2, y"), "{e}");
+        assert!(
+            e.contains("label column `foo` not found; columns are: x1, x2, y"),
+            "{e}"
+        );
 
         let p = write(dir.path(), "e.csv", "x1,x2,y\n");
         let e = load_csv(&p, None).unwrap_err().to_string();

@@ -22,6 +22,7 @@ mod tests {
         assert_eq!(t.num_features, 64);
         assert_eq!(t.num_classes, 10);
         assert!(t.feature_scale.iter().all(|s| *s > 0.0 && *s <= 16.0));
+        assert!(t.feature_offset.iter().all(|o| (0.0..=16.0).contains(o)));
         assert!(t.class_counts().iter().all(|c| *c > 150));
     }
 }

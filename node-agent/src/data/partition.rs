@@ -219,7 +219,11 @@ fn dirichlet(
         let mut cum = 0.0;
         let mut start = 0;
         for (inst, d) in draws.iter().enumerate() {
-            cum += if total > 0.0 { d / total } else { 1.0 / n as f64 };
+            cum += if total > 0.0 {
+                d / total
+            } else {
+                1.0 / n as f64
+            };
             let end = if inst + 1 == n {
                 members.len()
             } else {
@@ -285,7 +289,10 @@ mod tests {
         assert_eq!(parts.iter().map(Dataset::len).sum::<usize>(), ds.len());
         assert!(parts.iter().all(|p| tab(p).num_classes == 10));
         let e = partition(&ds, 11, &Partition::Label, 0).unwrap_err();
-        assert!(e.to_string().contains("11 institutions but only 10 classes"));
+        assert!(
+            e.to_string()
+                .contains("11 institutions but only 10 classes")
+        );
     }
 
     #[test]
@@ -307,7 +314,13 @@ mod tests {
             text: vec![b'a'; len],
         };
         let ds = Dataset::Text(TextCorpus {
-            docs: vec![doc("a", 50), doc("b", 30), doc("c", 25), doc("a", 10), doc("d", 5)],
+            docs: vec![
+                doc("a", 50),
+                doc("b", 30),
+                doc("c", 25),
+                doc("a", 10),
+                doc("d", 5),
+            ],
         });
         let parts = partition(&ds, 2, &Partition::Role, 0).unwrap();
         let sizes: Vec<usize> = parts
@@ -318,13 +331,24 @@ mod tests {
             })
             .collect();
         assert_eq!(sizes, vec![60, 60]);
-        let e = partition(&ds, 2, &Partition::Label, 0).unwrap_err().to_string();
-        assert!(e.contains("needs tabular data, but the data set is text"), "{e}");
-        let e = partition(&digits(), 2, &Partition::Role, 0).unwrap_err().to_string();
+        let e = partition(&ds, 2, &Partition::Label, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs tabular data, but the data set is text"),
+            "{e}"
+        );
+        let e = partition(&digits(), 2, &Partition::Role, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs text data"), "{e}");
-        let e = partition(&ds, 0, &Partition::Iid, 0).unwrap_err().to_string();
+        let e = partition(&ds, 0, &Partition::Iid, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least 1"), "{e}");
-        let e = partition(&ds, 6, &Partition::Iid, 0).unwrap_err().to_string();
+        let e = partition(&ds, 6, &Partition::Iid, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("6 institutions but only 5 examples"), "{e}");
     }
 }

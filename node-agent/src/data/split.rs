@@ -101,7 +101,9 @@ mod tests {
         let ds = Dataset::Text(TextCorpus { docs });
         let (train, test) = split_train_test(&ds, 0.3, 1).unwrap();
         let Dataset::Text(test) = test else { panic!() };
-        let Dataset::Text(train) = train else { panic!() };
+        let Dataset::Text(train) = train else {
+            panic!()
+        };
         assert_eq!(test.docs.len(), 3);
         assert!(test.docs.iter().all(|d| d.role == "many"));
         assert!(train.docs.iter().any(|d| d.role == "solo"));

@@ -30,7 +30,13 @@ impl LayerNorm {
     }
 
     fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.layer_norm(self.dims, Some(&self.weight), Some(&self.bias), LN_EPS, true)
+        xs.layer_norm(
+            self.dims,
+            Some(&self.weight),
+            Some(&self.bias),
+            LN_EPS,
+            true,
+        )
     }
 }
 
@@ -145,8 +151,8 @@ impl CharTransformer {
     /// next-byte logits.
     pub(crate) fn forward(&self, idx: &Tensor) -> Tensor {
         let t = idx.size().last().copied().unwrap_or(0);
-        let mut x = Tensor::embedding(&self.tok_emb, idx, -1, false, false)
-            + self.pos_emb.narrow(0, 0, t);
+        let mut x =
+            Tensor::embedding(&self.tok_emb, idx, -1, false, false) + self.pos_emb.narrow(0, 0, t);
         for block in &self.blocks {
             x = block.forward(&x);
         }

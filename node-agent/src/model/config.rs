@@ -143,9 +143,7 @@ impl ModelConfig {
         }
         match self.parameter_count() {
             Some(n) if n <= MAX_PARAMETERS => Ok(()),
-            _ => Err(bad(format!(
-                "more than {MAX_PARAMETERS} parameters"
-            ))),
+            _ => Err(bad(format!("more than {MAX_PARAMETERS} parameters"))),
         }
     }
 
@@ -203,7 +201,10 @@ mod tests {
         };
         let json = c.to_json();
         assert!(json.contains("\"family\":\"char-transformer\""), "{json}");
-        assert_eq!(ModelConfig::from_json("char-transformer", &json).unwrap(), c);
+        assert_eq!(
+            ModelConfig::from_json("char-transformer", &json).unwrap(),
+            c
+        );
         let m = ModelConfig::from_json("mlp", r#"{"inputs":4,"hidden":[8],"classes":3}"#).unwrap();
         assert_eq!(m.family(), "mlp");
         assert_eq!(m.parameter_count(), Some(4 * 8 + 8 + 8 * 3 + 3));

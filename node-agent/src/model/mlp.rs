@@ -17,7 +17,13 @@ impl Linear {
     pub(crate) fn new(path: nn::Path<'_>, inputs: i64, outputs: i64, rng: &mut ChaCha8Rng) -> Self {
         let bound = 1.0 / (inputs as f64).sqrt();
         Self {
-            weight: param(&path, "weight", &[outputs, inputs], Init::Uniform(bound), rng),
+            weight: param(
+                &path,
+                "weight",
+                &[outputs, inputs],
+                Init::Uniform(bound),
+                rng,
+            ),
             bias: param(&path, "bias", &[outputs], Init::Uniform(bound), rng),
         }
     }

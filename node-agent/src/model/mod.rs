@@ -119,7 +119,11 @@ impl Model {
             .sorted_variables()
             .into_iter()
             .map(|(name, t)| {
-                let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+                let t = t
+                    .detach()
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Float)
+                    .contiguous();
                 let shape: Vec<u64> = t.size().iter().map(|d| *d as u64).collect();
                 let n = t.numel();
                 let mut values = vec![0f32; n];
@@ -240,7 +244,10 @@ mod tests {
         let name = t.name.clone();
         t.shape = vec![t.numel()];
         let e = m.load_weights(&w).unwrap_err().to_string();
-        assert!(e.contains(&format!("`{name}`")) && e.contains("shape"), "{e}");
+        assert!(
+            e.contains(&format!("`{name}`")) && e.contains("shape"),
+            "{e}"
+        );
 
         let mut w = before.clone();
         w.tensors.pop();
@@ -248,7 +255,8 @@ mod tests {
         assert!(e.contains("out.weight"), "{e}");
 
         let mut w = before.clone();
-        w.tensors.push(NamedTensor::from_f32("extra", vec![1], &[0.0]));
+        w.tensors
+            .push(NamedTensor::from_f32("extra", vec![1], &[0.0]));
         let e = m.load_weights(&w).unwrap_err().to_string();
         assert!(e.contains("`extra`"), "{e}");
         assert_eq!(m.weights(), before);

@@ -40,7 +40,10 @@ pub fn evaluate_prepared(model: &Model, data: &PreparedData) -> Result<Evaluatio
                 let mut start = 0;
                 while start < *rows {
                     let n = (rows - start).min(TABULAR_EVAL_BATCH);
-                    score(model.forward(&x.narrow(0, start, n)), &y.narrow(0, start, n));
+                    score(
+                        model.forward(&x.narrow(0, start, n)),
+                        &y.narrow(0, start, n),
+                    );
                     start += n;
                 }
                 *rows

@@ -1,7 +1,7 @@
 //! FedAvg experiments that chose the defaults of `default_train_config`
-//! and `ModelConfig::default_for`. Ignored by default (they take tens of
-//! seconds); run with
-//! `cargo test -p modelpub-node-agent --lib experiments -- --ignored --nocapture`.
+//! and `ModelConfig::default_for`, in process, without the protocol: the
+//! digits one runs with the unit tests (under a second). Shakespeare is
+//! checked end to end through `modelpub simulate` (e2e/tests).
 //! `MP_EXP_*` environment variables override the settings under study.
 
 use std::time::Instant;
@@ -57,13 +57,14 @@ fn fedavg(
 ) -> Run {
     let t0 = Instant::now();
     let device = Device::Cpu;
-    let mut global = Model::new(config, device, 7).unwrap();
+    let init_seed = env("MP_EXP_INIT", 7u64);
+    let mut global = Model::new(config, device, init_seed).unwrap();
     let prepared: Vec<PreparedData> = shares
         .iter()
         .map(|s| PreparedData::new(&global, s).unwrap())
         .collect();
     let test_prepared = PreparedData::new(&global, test).unwrap();
-    let mut local = Model::new(config, device, 7).unwrap();
+    let mut local = Model::new(config, device, init_seed).unwrap();
     let mut federated = Vec::new();
     for round in 0..rounds {
         let start = global.weights();
@@ -90,7 +91,7 @@ fn fedavg(
         .iter()
         .enumerate()
         .map(|(i, data)| {
-            let mut m = Model::new(config, device, 7).unwrap();
+            let mut m = Model::new(config, device, init_seed).unwrap();
             let cfg = TrainConfig {
                 local_epochs: cfg.local_epochs * rounds,
                 seed: cfg.seed ^ i as u64,
@@ -113,7 +114,6 @@ fn fedavg(
 }
 
 #[test]
-#[ignore]
 fn digits_by_label_fedavg() {
     tch::set_num_threads(env("MP_EXP_THREADS", 2));
     let ds = Dataset::Tabular(load_digits(&repo_data_dir()).unwrap());
@@ -125,17 +125,21 @@ fn digits_by_label_fedavg() {
         batch_size: env("MP_EXP_BS", base.batch_size),
         learning_rate: env("MP_EXP_LR", base.learning_rate),
         proximal_mu: env("MP_EXP_MU", base.proximal_mu),
+        max_batches_per_epoch: env("MP_EXP_MAXB", base.max_batches_per_epoch),
         ..base
     };
+    let mut config = ModelConfig::default_for(&train_set);
+    if let ModelConfig::Mlp { hidden, .. } = &mut config {
+        let h: String = env("MP_EXP_HIDDEN", "64".to_string());
+        *hidden = h
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
+    }
     let rounds = env("MP_EXP_ROUNDS", 10);
     println!("digits by label, {cfg:?}, {rounds} rounds");
-    let run = fedavg(
-        &ModelConfig::default_for(&train_set),
-        &shares,
-        &test_set,
-        &cfg,
-        rounds,
-    );
+    let run = fedavg(&config, &shares, &test_set, &cfg, rounds);
     let last = run.federated.last().unwrap();
     println!(
         "federated accuracy {:.4} in {:.1} s; local-only {:?}",
@@ -145,52 +149,4 @@ fn digits_by_label_fedavg() {
     );
     assert!(last.accuracy >= 0.92);
     assert!(run.local.iter().all(|e| e.accuracy <= 0.5));
-}
-
-#[test]
-#[ignore]
-fn shakespeare_by_role_fedavg() {
-    tch::set_num_threads(env("MP_EXP_THREADS", 2));
-    let ds = Dataset::Text(
-        load_shakespeare(&repo_data_dir().join("tinyshakespeare.txt")).unwrap(),
-    );
-    let (train_set, test_set) = split_train_test(&ds, 0.1, 42).unwrap();
-    let shares = partition(&train_set, 3, &Partition::Role, 0).unwrap();
-    let base = default_train_config(&train_set);
-    let cfg = TrainConfig {
-        local_epochs: env("MP_EXP_EPOCHS", base.local_epochs),
-        batch_size: env("MP_EXP_BS", base.batch_size),
-        learning_rate: env("MP_EXP_LR", base.learning_rate),
-        max_batches_per_epoch: env("MP_EXP_MAXB", base.max_batches_per_epoch),
-        ..base
-    };
-    let ModelConfig::CharTransformer {
-        vocab,
-        context,
-        embed,
-        heads,
-        layers,
-    } = ModelConfig::default_for(&train_set)
-    else {
-        unreachable!()
-    };
-    let config = ModelConfig::CharTransformer {
-        vocab,
-        context: env("MP_EXP_CONTEXT", context),
-        embed: env("MP_EXP_EMBED", embed),
-        heads: env("MP_EXP_HEADS", heads),
-        layers: env("MP_EXP_LAYERS", layers),
-    };
-    let rounds = env("MP_EXP_ROUNDS", 5);
-    println!("shakespeare by role, {config:?}, {cfg:?}, {rounds} rounds");
-    let run = fedavg(&config, &shares, &test_set, &cfg, rounds);
-    let last = run.federated.last().unwrap();
-    println!(
-        "federated loss {:.4} (accuracy {:.4}) in {:.1} s; local-only losses {:?}",
-        last.loss,
-        last.accuracy,
-        run.seconds,
-        run.local.iter().map(|e| e.loss).collect::<Vec<_>>()
-    );
-    assert!(run.local.iter().all(|e| e.loss > last.loss));
 }

@@ -27,9 +27,12 @@ impl PreparedData {
     pub fn new(model: &Model, data: &Dataset) -> Result<Self, TrainError> {
         let device = model.device();
         match (model.config(), data) {
-            (ModelConfig::Mlp { inputs, classes, .. }, Dataset::Tabular(t)) => {
-                tabular(t, *inputs, *classes, device)
-            }
+            (
+                ModelConfig::Mlp {
+                    inputs, classes, ..
+                },
+                Dataset::Tabular(t),
+            ) => tabular(t, *inputs, *classes, device),
             (ModelConfig::CharTransformer { .. }, Dataset::Text(c)) => {
                 text(c, model.context().unwrap_or(1), device)
             }
@@ -53,7 +56,12 @@ impl PreparedData {
     }
 }
 
-fn tabular(t: &Tabular, inputs: i64, classes: i64, device: Device) -> Result<PreparedData, TrainError> {
+fn tabular(
+    t: &Tabular,
+    inputs: i64,
+    classes: i64,
+    device: Device,
+) -> Result<PreparedData, TrainError> {
     if t.is_empty() {
         return Err(TrainError::NoExamples);
     }
@@ -64,14 +72,12 @@ fn tabular(t: &Tabular, inputs: i64, classes: i64, device: Device) -> Result<Pre
         });
     }
     if let Some(l) = t.labels.iter().find(|l| !(0..classes).contains(*l)) {
-        return Err(TrainError::LabelOutOfRange {
-            label: *l,
-            classes,
-        });
+        return Err(TrainError::LabelOutOfRange { label: *l, classes });
     }
     let rows = t.len() as i64;
+    let offset = Tensor::from_slice(&t.feature_offset);
     let scale = Tensor::from_slice(&t.feature_scale);
-    let x = (Tensor::from_slice(&t.features).view([rows, inputs]) / scale)
+    let x = ((Tensor::from_slice(&t.features).view([rows, inputs]) - offset) / scale)
         .to_device(device)
         .contiguous();
     let y = Tensor::from_slice(&t.labels).to_device(device);

@@ -59,7 +59,10 @@ fn training_is_deterministic_for_a_seed() {
     };
     let run = |seed| {
         let mut m = Model::new(&config, Device::Cpu, 0).unwrap();
-        let cfg = TrainConfig { seed, ..cfg.clone() };
+        let cfg = TrainConfig {
+            seed,
+            ..cfg.clone()
+        };
         let out = train(&mut m, &train_set, &cfg, &mut no_progress()).unwrap();
         assert_eq!(out.batches, 5);
         assert_eq!(out.num_examples, 5 * 32);
@@ -88,7 +91,10 @@ fn fedprox_stays_closer_to_the_global_weights() {
             .zip(&start.tensors)
             .flat_map(|(a, b)| {
                 let (a, b) = (a.to_f32().unwrap(), b.to_f32().unwrap());
-                a.into_iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).collect::<Vec<_>>()
+                a.into_iter()
+                    .zip(b)
+                    .map(|(x, y)| ((x - y) as f64).powi(2))
+                    .collect::<Vec<_>>()
             })
             .sum::<f64>()
     };
@@ -148,18 +154,33 @@ fn mismatches_and_empty_data_are_errors() {
     let (train_set, _) = digits_split();
     let text = Dataset::Text(small_text());
     let mut mlp = Model::new(&ModelConfig::default_for(&train_set), Device::Cpu, 0).unwrap();
-    let e = train(&mut mlp, &text, &default_train_config(&text), &mut no_progress())
-        .unwrap_err()
-        .to_string();
+    let e = train(
+        &mut mlp,
+        &text,
+        &default_train_config(&text),
+        &mut no_progress(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("mlp") && e.contains("text"), "{e}");
     let char_model = Model::new(&ModelConfig::default_for(&text), Device::Cpu, 0).unwrap();
     let e = evaluate(&char_model, &train_set).unwrap_err().to_string();
-    assert!(e.contains("char-transformer") && e.contains("tabular"), "{e}");
+    assert!(
+        e.contains("char-transformer") && e.contains("tabular"),
+        "{e}"
+    );
 
-    let Dataset::Tabular(t) = &train_set else { unreachable!() };
+    let Dataset::Tabular(t) = &train_set else {
+        unreachable!()
+    };
     let empty = Dataset::Tabular(t.subset(&[]));
     assert!(matches!(
-        train(&mut mlp, &empty, &default_train_config(&empty), &mut no_progress()),
+        train(
+            &mut mlp,
+            &empty,
+            &default_train_config(&empty),
+            &mut no_progress()
+        ),
         Err(TrainError::NoExamples)
     ));
     let bad = TrainConfig {
