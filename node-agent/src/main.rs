@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a whole federation on this machine, one process per party.
-    Simulate(SimulateOptions),
+    Simulate(Box<SimulateOptions>),
     /// Serve the aggregator role from a party directory.
     Aggregator {
         #[arg(long)]
@@ -112,7 +112,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
     match command {
         Command::Simulate(opts) => {
-            let report = runtime()?.block_on(simulate::run(opts.clone()))?;
+            let report = runtime()?.block_on(simulate::run((*opts).clone()))?;
             println!("{}", simulate::report::table(&report));
             eprintln!(
                 "report: {0}/report.json and {0}/report.svg ({1:.1} s)",

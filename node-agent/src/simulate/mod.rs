@@ -69,7 +69,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
             opts.dropout
         );
     }
-    let secure = opts.secure().then(|| SecureSettings {
+    let secure = opts.secure().then_some(SecureSettings {
         clip: opts.secagg_clip,
         neighbours: None,
         threshold: opts.secagg_threshold,

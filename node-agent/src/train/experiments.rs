@@ -11,7 +11,7 @@ use tch::Device;
 
 use super::*;
 use crate::data::testutil::repo_data_dir;
-use crate::data::{Partition, load_digits, load_shakespeare, partition, split_train_test};
+use crate::data::{Partition, load_digits, partition, split_train_test};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -56,6 +56,10 @@ pub async fn start_federation(out: &std::path::Path, n: usize, rounds: u32) -> F
             round_timeout_secs: 60,
             seed: 1,
             prefer_cuda: false,
+            secure: None,
+            privacy: None,
+            compression: "none".into(),
+            faults: Vec::new(),
         },
     )
     .unwrap();
@@ -162,6 +166,8 @@ pub fn update_header(me: &Signer, plan: &pb::RoundPlan, update: &TensorSet) -> p
             manifest: Some(update.manifest()),
             num_examples: 100,
             train_loss: 1.0,
+            masked: false,
+            dequant_scales: Vec::new(),
         },
     )
 }
