@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: PrivacyCommand,
     },
+    /// Size a deployment: measure one protocol step on this machine.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Audit logs.
     Audit {
         #[command(subcommand)]
@@ -76,6 +81,25 @@ enum PrivacyCommand {
         epsilon: f64,
         #[arg(long, default_value_t = 1e-5)]
         delta: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// One full secure-aggregation round in memory (all parties, real
+    /// crypto); prints JSON with masking and unmasking times, the keystream
+    /// bound they are measured against, and bytes per participant.
+    Secagg {
+        #[arg(long, default_value_t = 10)]
+        participants: usize,
+        /// Model parameters (vector length).
+        #[arg(long, default_value_t = 100_000)]
+        params: usize,
+        /// Fraction of participants that drop out.
+        #[arg(long, default_value_t = 0.0)]
+        dropout: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -140,6 +164,23 @@ fn run(command: Command) -> anyhow::Result<()> {
                 } => dp::describe_noise(sampling_rate, rounds, epsilon, delta)?,
             };
             println!("{line}");
+            Ok(())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Secagg {
+                    participants,
+                    params,
+                    dropout,
+                    seed,
+                },
+        } => {
+            if !(0.0..1.0).contains(&dropout) {
+                anyhow::bail!("--dropout must be at least 0 and below 1, got {dropout}");
+            }
+            let report =
+                modelpub_protocol::secagg::bench::bench_round(participants, params, dropout, seed)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Audit {

@@ -56,9 +56,7 @@ impl Graph {
         }
     }
 
-    /// Neighbours of participant `i`, as sorted participant indices. The
-    /// position in this list (plus one) is the Shamir evaluation point of the
-    /// share `i` deals to that neighbour.
+    /// Neighbours of participant `i`, as sorted participant indices.
     pub(crate) fn neighbours_of(&self, i: usize) -> Vec<usize> {
         let n = self.ring.len();
         let mut out: Vec<usize> = if self.complete {
@@ -73,20 +71,32 @@ impl Graph {
         out
     }
 
-    /// The Shamir evaluation point (1-based rank in `owner`'s sorted
-    /// neighbour list) of the share `owner` dealt to `holder`, in O(k)
-    /// without building the list.
+    /// The holders of participant `i`'s shares: its neighbours and `i`
+    /// itself (the dealer keeps one share, as in Bonawitz et al.), as sorted
+    /// participant indices. The position in this list (plus one) is the
+    /// Shamir evaluation point of the share `i` deals to that holder.
+    pub(crate) fn holders_of(&self, i: usize) -> Vec<usize> {
+        let mut out = self.neighbours_of(i);
+        let at = out.partition_point(|&j| j < i);
+        out.insert(at, i);
+        out
+    }
+
+    /// The Shamir evaluation point (1-based rank in `owner`'s sorted holder
+    /// list, see [`Graph::holders_of`]) of the share `owner` dealt to
+    /// `holder` (possibly itself), in O(k) without building the list.
     pub(crate) fn share_point(&self, owner: usize, holder: usize) -> Option<usize> {
-        if !self.are_neighbours(owner, holder) {
+        if owner != holder && !self.are_neighbours(owner, holder) {
             return None;
         }
         if self.complete {
-            return Some(if holder < owner { holder + 1 } else { holder });
+            return Some(holder + 1);
         }
         let n = self.ring.len();
         let p = self.position[owner];
         let below = (1..=self.half)
             .flat_map(|d| [self.ring[(p + d) % n], self.ring[(p + n - d) % n]])
+            .chain(std::iter::once(owner))
             .filter(|&j| j < holder)
             .count();
         Some(below + 1)

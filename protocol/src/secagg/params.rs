@@ -4,8 +4,9 @@
 use super::error::SecAggError;
 
 /// Upper bound on a neighbourhood: Shamir sharing over GF(2^8) has only 255
-/// distinct non-zero evaluation points.
-pub const MAX_NEIGHBOURS: usize = 255;
+/// distinct non-zero evaluation points, and a participant's shares go to its
+/// k neighbours plus itself.
+pub const MAX_NEIGHBOURS: usize = 254;
 
 /// Upper bound on the vector length: the ChaCha20 block counter is 32 bits
 /// (16 words per block), so this keeps every mask well inside one keystream.
@@ -21,8 +22,9 @@ pub struct Params {
     /// k: the degree of the neighbour graph. Even (a circulant graph has
     /// ±k/2 neighbours on the ring) or `n - 1` (the complete graph).
     pub neighbours: usize,
-    /// t: how many of a participant's k neighbours must reveal a share to
-    /// reconstruct one of its secrets. Must be a strict majority of k.
+    /// t: how many of the k + 1 holders of a participant's shares (its k
+    /// neighbours and itself) must reveal a share to reconstruct one of its
+    /// secrets. Must be a strict majority of k + 1.
     pub threshold: usize,
     pub graph_seed: [u8; 32],
     /// Number of `u32` coordinates every participant contributes.
@@ -59,8 +61,9 @@ impl Params {
     /// Bell et al. (2020) show k = O(log n) suffices; the constant trades
     /// bandwidth and masking work against robustness. With a majority
     /// threshold, 8·⌈log₂ n⌉ keeps every neighbourhood above threshold at 30 %
-    /// uniform dropout with high probability (n = 100: k = 56, t = 29, a
-    /// neighbourhood keeps ≈ 39 survivors, standard deviation ≈ 2.3), while
+    /// uniform dropout with high probability (n = 100: k = 56, 57 holders,
+    /// t = 29, a surviving participant's holders keep ≈ 40 survivors,
+    /// standard deviation ≈ 2.3), while
     /// rosters up to 49 participants get the complete graph of the original
     /// Bonawitz et al. protocol. The result is always even or n − 1.
     pub fn default_neighbours(n: usize) -> usize {
@@ -68,21 +71,25 @@ impl Params {
             return 0;
         }
         let log2 = (usize::BITS - (n - 1).leading_zeros()) as usize;
-        let k = (8 * log2).min(MAX_NEIGHBOURS - 1);
+        let k = (8 * log2).min(MAX_NEIGHBOURS);
         if k >= n - 1 { n - 1 } else { k }
     }
 
-    /// t = ⌊k/2⌋ + 1, the smallest strict majority of the neighbourhood.
+    /// t = ⌊(k+1)/2⌋ + 1, the smallest strict majority of the k + 1 holders
+    /// of a participant's shares (its k neighbours and itself, as in
+    /// Bonawitz et al., where each client shares among all of U1 including
+    /// itself). n = 3: k = 2, 3 holders, t = 2, so the round survives one
+    /// dropout; n = 100: k = 56, 57 holders, t = 29.
     ///
     /// A majority is the least that stops a server from collecting one
-    /// secret's shares from one half of a neighbourhood and the other
-    /// secret's shares from the other half. Two thirds (Bonawitz et al.'s
+    /// secret's shares from one half of the holders and the other secret's
+    /// shares from the other half. Two thirds (Bonawitz et al.'s
     /// choice against an active server colluding with up to a third of the
     /// clients) cannot survive the 30 % dropout the round must tolerate, so a
     /// deployment facing an active server raises `threshold` explicitly and
     /// accepts lower dropout tolerance.
     pub fn default_threshold(k: usize) -> usize {
-        k / 2 + 1
+        (k + 1) / 2 + 1
     }
 
     pub fn n(&self) -> usize {
@@ -120,10 +127,12 @@ impl Params {
             ));
         }
         let t = self.threshold;
-        if t <= k / 2 || t > k {
+        let holders = k + 1;
+        if t <= holders / 2 || t > holders {
             return bad(format!(
-                "threshold {t} must be a strict majority of k = {k} ({}..={k})",
-                k / 2 + 1
+                "threshold {t} must be a strict majority of the k + 1 = {holders} share \
+                 holders ({}..={holders})",
+                holders / 2 + 1
             ));
         }
         if self.vector_len == 0 || self.vector_len > MAX_VECTOR_LEN {

@@ -1,5 +1,5 @@
-//! `modelpub privacy`: the planning tools agree with Google's dp_accounting
-//! and refuse nonsense with a message naming it.
+//! The planning tools: `modelpub privacy` agrees with Google's dp_accounting,
+//! `modelpub bench secagg` sizes a round; both refuse nonsense, naming it.
 
 use modelpub_e2e::{assert_fails_with, modelpub, text};
 
@@ -67,4 +67,36 @@ fn invalid_plans_are_named() {
         "10",
     ]);
     assert_fails_with(&out, &["sampling rate", "1.5"]);
+}
+
+#[test]
+fn secagg_benchmark_reports_a_correct_round_as_json() {
+    let out = modelpub(&[
+        "bench",
+        "secagg",
+        "--participants",
+        "5",
+        "--params",
+        "2000",
+        "--dropout",
+        "0.2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["correct"], true);
+    assert_eq!(report["participants"], 5);
+    assert_eq!(report["dropped"], 1);
+    for key in [
+        "client_mask_seconds",
+        "server_unmask_seconds",
+        "client_keystream_bound_seconds",
+        "server_keystream_bound_seconds",
+        "bytes_per_participant",
+    ] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert_fails_with(
+        &modelpub(&["bench", "secagg", "--dropout", "1.5"]),
+        &["dropout", "1.5"],
+    );
 }
