@@ -48,6 +48,20 @@ fn secure_aggregation_costs_no_accuracy() {
 }
 
 #[test]
+fn three_institutions_survive_a_third_dropping_out_every_round() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (report, log) = simulate(
+        &tmp.path().join("run"),
+        &["--dropout", "0.3", "--rounds", "4"],
+    );
+    for r in report["rounds"].as_array().unwrap() {
+        assert_eq!(r["succeeded"], true, "{r}");
+        assert_eq!(r["dropped"], 1, "{r}");
+        assert!(log.contains(r["dropped_names"][0].as_str().unwrap()));
+    }
+}
+
+#[test]
 fn rounds_complete_with_the_survivors_and_say_who_dropped() {
     let tmp = tempfile::tempdir().unwrap();
     let (report, log) = simulate(
@@ -76,9 +90,11 @@ fn rounds_complete_with_the_survivors_and_say_who_dropped() {
 #[test]
 fn an_unmeetable_threshold_fails_the_round_and_keeps_the_model() {
     let tmp = tempfile::tempdir().unwrap();
+    // Three institutions, one killed each round, but every secret needs
+    // all three holders' shares.
     let (report, log) = simulate(
         &tmp.path().join("run"),
-        &["--dropout", "0.34", "--rounds", "2"],
+        &["--dropout", "0.34", "--secagg-threshold", "3", "--rounds", "2"],
     );
     let rounds = report["rounds"].as_array().unwrap();
     let initial = &rounds[0];

@@ -38,7 +38,8 @@ fn drop_strategy() -> impl Strategy<Value = Drop> {
     ]
 }
 
-/// Whether the protocol can complete, computed from the graph alone.
+/// Whether the protocol can complete, computed from the graph alone. The
+/// holders of i's shares are its neighbours and i itself.
 fn feasible(p: &Params, drops: &[Drop]) -> bool {
     let t = p.threshold;
     let nb: Vec<BTreeSet<usize>> = (0..p.n())
@@ -47,6 +48,7 @@ fn feasible(p: &Params, drops: &[Drop]) -> bool {
                 .unwrap()
                 .iter()
                 .map(|n| p.participants.binary_search(n).unwrap())
+                .chain(std::iter::once(i))
                 .collect()
         })
         .collect();
@@ -135,13 +137,14 @@ fn run_round(
 fn round_params(n: usize, k_pick: usize, t_pick: usize, len: usize) -> Params {
     let mut p = params(n, len);
     // Half the cases keep the defaults (complete graphs for n ≤ 12); the
-    // rest draw a sparse even k, and any strict-majority threshold.
+    // rest draw a sparse even k, and any strict majority of the k + 1
+    // holders as threshold.
     if k_pick % 2 == 1 && n >= 5 {
         let evens: Vec<usize> = (2..n - 1).step_by(2).collect();
         p.neighbours = evens[k_pick / 2 % evens.len()];
     }
-    let k = p.neighbours;
-    p.threshold = k / 2 + 1 + t_pick % (k - k / 2);
+    let h = p.neighbours + 1;
+    p.threshold = h / 2 + 1 + t_pick % (h - h / 2);
     p.validate().unwrap();
     p
 }
@@ -195,7 +198,7 @@ proptest! {
         let evens: Vec<usize> = (2..n.saturating_sub(1).min(255)).step_by(2).collect();
         if !evens.is_empty() && k_pick % 3 != 0 {
             p.neighbours = evens[k_pick % evens.len()];
-            p.threshold = p.neighbours / 2 + 1;
+            p.threshold = Params::default_threshold(p.neighbours);
         }
         let all: BTreeMap<String, Vec<String>> = p
             .participants
@@ -272,7 +275,9 @@ fn refuses_to_reveal_the_other_share_in_a_later_request() {
     let all = p.participants.clone();
     let first = clients[0].unmask(&all, &[]).unwrap();
     assert!(first.iter().all(|r| r.kind == ShareKind::SelfMask));
-    assert_eq!(first.len(), 4);
+    // Four neighbours' self-mask shares and its own.
+    assert_eq!(first.len(), 5);
+    assert!(first.iter().any(|r| r.owner == all[0]));
     // A cheating server now claims participant 3 dropped.
     let peer = all[3].clone();
     let survivors: Vec<String> = all.iter().filter(|w| **w != peer).cloned().collect();
@@ -454,7 +459,8 @@ fn client_rejects_a_key_list_with_forged_own_keys() {
 #[test]
 fn below_threshold_survivors_is_a_clean_error() {
     let (p, mut server, clients) = ready_round(5, 16);
-    // Only two of five upload; the default threshold for k = 4 is 3.
+    // Only two of five upload; the default threshold for k = 4 (5 holders)
+    // is 3.
     for c in clients.iter().take(2) {
         let mut y = vec![1u32; p.vector_len];
         c.mask_chunk(&mut y, 0).unwrap();
@@ -571,6 +577,13 @@ fn invalid_params_are_rejected() {
     p.neighbours = 4;
     p.threshold = 2;
     assert!(p.validate().is_err());
+    // A strict majority of the k + 1 = 5 holders: 3..=5.
+    p.threshold = 6;
+    assert!(p.validate().is_err());
+    for t in 3..=5 {
+        p.threshold = t;
+        p.validate().unwrap();
+    }
     let mut unsorted = params(4, 4);
     unsorted.participants.swap(0, 1);
     assert!(unsorted.validate().is_err());
@@ -592,6 +605,11 @@ fn default_neighbourhood_is_logarithmic() {
     assert_eq!(Params::default_neighbours(1000), 80);
     assert_eq!(Params::default_neighbours(1_000_000), 160);
     assert_eq!(Params::default_threshold(56), 29);
+    // n = 3: k = 2, three holders (two neighbours and the dealer), t = 2.
+    assert_eq!(Params::default_neighbours(3), 2);
+    assert_eq!(Params::default_threshold(2), 2);
+    assert_eq!(Params::default_threshold(4), 3);
+    assert_eq!(Params::default_threshold(11), 7);
 }
 
 #[test]
@@ -634,4 +652,114 @@ fn sparse_graph_with_every_kind_of_dropout_sums_exactly() {
         })
         .collect();
     assert_eq!(sum, expected);
+}
+
+fn test_inputs(n: usize, len: usize) -> Vec<Vec<u32>> {
+    let q = Quantizer::for_participants(1.0, n).unwrap();
+    (0..n)
+        .map(|i| {
+            let x: Vec<f32> = (0..len)
+                .map(|j| ((i * 31 + j * 7) % 200) as f32 / 100.0 - 1.0)
+                .collect();
+            q.quantize(&x).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn three_participants_survive_one_dropout_at_every_stage() {
+    let len = 257;
+    let p = params(3, len);
+    assert_eq!((p.neighbours, p.threshold), (2, 2));
+    let inputs = test_inputs(3, len);
+    for stage in [
+        Drop::BeforeAdvertise,
+        Drop::AfterAdvertise,
+        Drop::AfterShareKeys,
+        Drop::AfterUpload,
+    ] {
+        for who in 0..3 {
+            let mut drops = vec![Drop::Never; 3];
+            drops[who] = stage;
+            assert!(feasible(&p, &drops), "{stage:?} of {who}");
+            let (sum, u3) = run_round(&p, &inputs, &drops, 64)
+                .unwrap_or_else(|e| panic!("{stage:?} of participant {who}: {e}"));
+            let want: Vec<usize> = if stage == Drop::AfterUpload {
+                vec![0, 1, 2]
+            } else {
+                (0..3).filter(|&i| i != who).collect()
+            };
+            assert_eq!(u3, want, "{stage:?} of {who}");
+            let expected: Vec<u32> = (0..len)
+                .map(|j| {
+                    u3.iter()
+                        .fold(0u32, |acc, &i| acc.wrapping_add(inputs[i][j]))
+                })
+                .collect();
+            assert_eq!(sum, expected, "{stage:?} of {who}");
+        }
+    }
+}
+
+#[test]
+fn three_participants_with_two_dropped_is_below_threshold() {
+    let len = 16;
+    let p = params(3, len);
+    let inputs = test_inputs(3, len);
+    for stage in [
+        Drop::BeforeAdvertise,
+        Drop::AfterAdvertise,
+        Drop::AfterShareKeys,
+        Drop::AfterUpload,
+    ] {
+        for alive in 0..3 {
+            let mut drops = vec![stage; 3];
+            drops[alive] = Drop::Never;
+            assert!(!feasible(&p, &drops));
+            let err = run_round(&p, &inputs, &drops, 5).unwrap_err();
+            assert!(
+                matches!(err, SecAggError::BelowThreshold { .. }),
+                "{stage:?}, {alive} alive: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn survivor_reveals_its_own_self_mask_share_but_never_its_mask_key_share() {
+    let (p, mut server, mut clients) = ready_round(3, 8);
+    // Participant 2 drops after sharing keys.
+    for c in clients.iter().take(2) {
+        let mut y = vec![5u32; p.vector_len];
+        c.mask_chunk(&mut y, 0).unwrap();
+        server.add_masked_chunk(c.name(), 0, &y).unwrap();
+        server.complete_input(c.name()).unwrap();
+    }
+    let (u3, d) = server.unmask_request().unwrap();
+    assert_eq!(d, vec![p.participants[2].clone()]);
+    let me = p.participants[0].clone();
+    let r = clients[0].unmask(&u3, &d).unwrap();
+    let mut kinds: Vec<(String, ShareKind)> = r.iter().map(|s| (s.owner.clone(), s.kind)).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            (me.clone(), ShareKind::SelfMask),
+            (p.participants[1].clone(), ShareKind::SelfMask),
+            (p.participants[2].clone(), ShareKind::MaskKey),
+        ]
+    );
+    // A server claiming this client dropped gets nothing.
+    let others: Vec<String> = p.participants[1..].to_vec();
+    assert_eq!(
+        clients[0].unmask(&others, std::slice::from_ref(&me)),
+        Err(SecAggError::NotInSet {
+            who: me.clone(),
+            set: "U3"
+        })
+    );
+    server.receive_reveal(&me, r).unwrap();
+    let r = clients[1].unmask(&u3, &d).unwrap();
+    server.receive_reveal(&p.participants[1], r).unwrap();
+    assert_eq!(server.finish().unwrap(), vec![10u32; 8]);
 }

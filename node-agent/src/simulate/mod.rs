@@ -77,6 +77,14 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
     });
     let privacy = privacy_settings(&opts)?;
     let faults = plan_faults(&opts);
+    let n = opts.institutions as u32;
+    let min_participants = opts
+        .min_participants
+        .unwrap_or_else(|| n - (opts.dropout * f64::from(n)).round() as u32)
+        .max(1);
+    if min_participants > n {
+        bail!("--min-participants {min_participants} is more than the {n} institutions");
+    }
 
     say(&format!(
         "modelpub simulate: {} ({}), {} institutions partitioned by {}, {} rounds of {} with {} local epoch(s)",
@@ -101,6 +109,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
             training: &training,
             strategy: &strategy,
             rounds: opts.rounds,
+            min_participants,
             round_timeout_secs: opts.round_timeout,
             seed: opts.seed,
             prefer_cuda: opts.cuda,

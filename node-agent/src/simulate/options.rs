@@ -68,6 +68,10 @@ pub struct SimulateOptions {
     /// Per-coordinate clip of updates before secure quantisation.
     #[arg(long, default_value_t = 4.0)]
     pub secagg_clip: f32,
+    /// A round completes with at least this many updates (default: all but
+    /// the ones --dropout kills).
+    #[arg(long)]
+    pub min_participants: Option<u32>,
     /// Fraction of participants killed at random stages of each round.
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,

@@ -53,6 +53,7 @@ pub async fn start_federation(out: &std::path::Path, n: usize, rounds: u32) -> F
             training: &training,
             strategy: &StrategyConfig::FedAvg,
             rounds,
+            min_participants: n as u32,
             round_timeout_secs: 60,
             seed: 1,
             prefer_cuda: false,

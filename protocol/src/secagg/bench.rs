@@ -65,7 +65,8 @@ fn derive(seed: u64, label: &str, name: &str) -> [u8; 32] {
 }
 
 /// Picks `count` participants to drop after ShareKeys such that every
-/// participant keeps at least t surviving neighbours; tries a few draws.
+/// participant keeps at least t surviving share holders (neighbours, plus
+/// itself if it survives); tries a few draws.
 fn choose_dropped(
     params: &Params,
     graph: &Graph,
@@ -80,7 +81,7 @@ fn choose_dropped(
         let dropped: BTreeSet<usize> = ranked.iter().take(count).map(|&(_, i)| i).collect();
         let ok = (0..params.n()).all(|i| {
             let alive = graph
-                .neighbours_of(i)
+                .holders_of(i)
                 .iter()
                 .filter(|j| !dropped.contains(j))
                 .count();
@@ -149,7 +150,7 @@ fn prepare(
     let drop_count = ((dropout * n as f64).round() as usize).min(n);
     let dropped = choose_dropped(&params, &graph, drop_count, seed).ok_or_else(|| {
         SecAggError::BelowThreshold {
-            subject: format!("surviving neighbours at {drop_count} dropouts"),
+            subject: format!("surviving share holders at {drop_count} dropouts"),
             have: 0,
             need: params.threshold,
         }

@@ -36,6 +36,9 @@ pub struct Client {
     params: Params,
     me: usize,
     neighbours: Vec<usize>,
+    /// Holders of this client's shares: its neighbours and itself, sorted;
+    /// the rank here plus one is a holder's evaluation point.
+    holders: Vec<usize>,
     c_secret: StaticSecret,
     s_secret: StaticSecret,
     advertised: AdvertisedKeys,
@@ -45,8 +48,10 @@ pub struct Client {
     u1: BTreeSet<usize>,
     peer_keys: BTreeMap<usize, AdvertisedKeys>,
     u2: BTreeSet<usize>,
-    /// The share pair each U2 neighbour dealt to this client.
+    /// The share pair each U2 neighbour dealt to this client, and the one
+    /// this client dealt to itself (kept locally, never sent).
     held: BTreeMap<usize, Zeroizing<[u8; PAIR_LEN]>>,
+    own_pair: Option<Zeroizing<[u8; PAIR_LEN]>>,
     masks: Vec<(Zeroizing<[u8; 32]>, Sign)>,
     /// Which kind of share was revealed for each peer, so a later request
     /// for the other kind is refused.
@@ -57,7 +62,9 @@ impl Client {
     pub fn new(params: Params, me: &str) -> Result<Self, SecAggError> {
         params.validate()?;
         let me = params.index_of(me)?;
-        let neighbours = Graph::new(&params).neighbours_of(me);
+        let graph = Graph::new(&params);
+        let neighbours = graph.neighbours_of(me);
+        let holders = graph.holders_of(me);
         let c_secret = keys::random_secret()?;
         let s_secret = keys::random_secret()?;
         let advertised = AdvertisedKeys {
@@ -68,6 +75,7 @@ impl Client {
             params,
             me,
             neighbours,
+            holders,
             c_secret,
             s_secret,
             advertised,
@@ -77,6 +85,7 @@ impl Client {
             peer_keys: BTreeMap::new(),
             u2: BTreeSet::new(),
             held: BTreeMap::new(),
+            own_pair: None,
             masks: Vec::new(),
             revealed: BTreeMap::new(),
         })
@@ -120,9 +129,10 @@ impl Client {
         }
     }
 
-    /// Shamir-shares the self-mask seed and the mask key among the
-    /// neighbours that advertised keys (U1), each pair encrypted to its
-    /// holder. `keys` is the server's list of everyone's advertised keys.
+    /// Shamir-shares the self-mask seed and the mask key among the holders
+    /// that advertised keys (U1): the neighbours, each pair encrypted to its
+    /// holder, and this client itself, whose pair stays here. `keys` is the
+    /// server's list of everyone's advertised keys.
     pub fn share_keys(
         &mut self,
         keys: &BTreeMap<String, AdvertisedKeys>,
@@ -140,30 +150,38 @@ impl Client {
             return Err(self.not_in(self.me, "U1"));
         }
         let t = self.params.threshold;
-        let holders: Vec<(usize, usize)> = (self.neighbours.iter().copied().enumerate())
+        let holders: Vec<(usize, usize)> = (self.holders.iter().copied().enumerate())
             .filter(|(_, j)| u1.contains(j))
             .collect();
         if holders.len() < t {
             return Err(SecAggError::BelowThreshold {
-                subject: format!("neighbours of {:?} that advertised keys", self.name()),
+                subject: format!(
+                    "share holders of {:?} (neighbours and itself) that advertised keys",
+                    self.name()
+                ),
                 have: holders.len(),
                 need: t,
             });
         }
-        let k = self.neighbours.len();
-        let b_shares = shares::deal(&self.self_seed, t, k)?;
-        let s_shares = shares::deal(&self.s_secret.to_bytes(), t, k)?;
+        let count = self.holders.len();
+        let b_shares = shares::deal(&self.self_seed, t, count)?;
+        let s_shares = shares::deal(&self.s_secret.to_bytes(), t, count)?;
         let me = self.name().to_owned();
         let mut out = Vec::with_capacity(holders.len());
         let mut peer_keys = BTreeMap::new();
+        let mut own_pair = None;
         for (m, j) in holders {
+            let mut plain = Zeroizing::new([0u8; PAIR_LEN]);
+            plain[..32].copy_from_slice(b_shares[m].as_ref());
+            plain[32..].copy_from_slice(s_shares[m].as_ref());
+            if j == self.me {
+                own_pair = Some(plain);
+                continue;
+            }
             let to = self.name_of(j).to_owned();
             let theirs = keys[&to];
             let shared = keys::agree(&self.c_secret, &theirs.c_public, &to)?;
             let key = keys::share_key(&self.params, &shared, &me, &to);
-            let mut plain = Zeroizing::new([0u8; PAIR_LEN]);
-            plain[..32].copy_from_slice(b_shares[m].as_ref());
-            plain[32..].copy_from_slice(s_shares[m].as_ref());
             let aad = keys::share_aad(&self.params, &me, &to);
             out.push(EncryptedShare {
                 from: me.clone(),
@@ -174,6 +192,7 @@ impl Client {
         }
         self.u1 = u1;
         self.peer_keys = peer_keys;
+        self.own_pair = own_pair;
         self.stage = Stage::SharedKeys;
         Ok(out)
     }
@@ -277,6 +296,8 @@ impl Client {
     /// Reveals, for each neighbour in U2, its self-mask share if it survived
     /// or its mask-key share if it dropped — never both for one peer, across
     /// all calls: revealing both would unmask that peer's individual input.
+    /// It also reveals its own self-mask share (it is a survivor); its own
+    /// mask-key share is never revealed.
     pub fn unmask(
         &mut self,
         survivors: &[String],
@@ -306,7 +327,7 @@ impl Client {
             });
         }
         let mut plan = Vec::new();
-        for &j in self.held.keys() {
+        for j in self.held.keys().copied().chain(std::iter::once(self.me)) {
             let kind = if u3.contains(&j) {
                 ShareKind::SelfMask
             } else if d.contains(&j) {
@@ -325,7 +346,21 @@ impl Client {
         }
         let mut out = Vec::with_capacity(plan.len());
         for (j, kind) in plan {
-            let pair = &self.held[&j];
+            let pair = if j == self.me {
+                // Defence in depth: this client is in U3 and not in D, so
+                // only its self-mask share can be planned here.
+                if kind != ShareKind::SelfMask {
+                    return Err(self.not_in(j, "U3"));
+                }
+                self.own_pair
+                    .as_ref()
+                    .ok_or_else(|| SecAggError::MissingShare {
+                        from: self.name_of(j).into(),
+                        to: self.name_of(j).into(),
+                    })?
+            } else {
+                &self.held[&j]
+            };
             let range = match kind {
                 ShareKind::SelfMask => 0..32,
                 ShareKind::MaskKey => 32..PAIR_LEN,

@@ -125,3 +125,35 @@ pub fn neighbours(params: &Params, who: &str) -> Result<Vec<String>, SecAggError
         .map(|j| params.participants[j].clone())
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_points_are_ranks_among_the_holders_including_the_dealer() {
+        for (n, k) in [(3, 2), (7, 6), (16, 10), (40, 8)] {
+            let participants: Vec<String> = (0..n).map(|i| format!("p{i:03}")).collect();
+            let params = Params {
+                round: 1,
+                federation: "f".into(),
+                participants,
+                neighbours: k,
+                threshold: Params::default_threshold(k),
+                graph_seed: [3; 32],
+                vector_len: 1,
+            };
+            params.validate().unwrap();
+            let g = Graph::new(&params);
+            for owner in 0..n {
+                let holders = g.holders_of(owner);
+                assert_eq!(holders.len(), k + 1);
+                assert!(holders.windows(2).all(|w| w[0] < w[1]));
+                for h in 0..n {
+                    let want = holders.iter().position(|&x| x == h).map(|r| r + 1);
+                    assert_eq!(g.share_point(owner, h), want, "n={n} owner={owner} h={h}");
+                }
+            }
+        }
+    }
+}

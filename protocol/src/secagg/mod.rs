@@ -8,20 +8,22 @@
 //! 1. **AdvertiseKeys** — each [`Client`] makes two X25519 key pairs and
 //!    sends [`AdvertisedKeys`]; the [`Server`] collects them (U1) and
 //!    broadcasts [`Server::advertised`].
-//! 2. **ShareKeys** — each client Shamir-shares (t of k) its self-mask seed
-//!    b and its mask key s among its graph neighbours in U1, one
-//!    ChaCha20-Poly1305 [`EncryptedShare`] per neighbour. Shares go to the
-//!    k neighbours only, never to the dealer itself, and the threshold
-//!    counts neighbours' shares. The server closes U2
+//! 2. **ShareKeys** — each client Shamir-shares (t of k + 1) its self-mask
+//!    seed b and its mask key s among its holders in U1: its k graph
+//!    neighbours, one ChaCha20-Poly1305 [`EncryptedShare`] each, and itself
+//!    (as in Bonawitz et al., where a client shares among all of U1
+//!    including itself); the dealer's own pair never leaves it. The
+//!    threshold counts all k + 1 holders, so with 3 participants the round
+//!    survives one dropout. The server closes U2
 //!    ([`Server::close_shares`]) and routes shares ([`Server::shares_for`]).
 //! 3. **MaskedInput** — y = x + PRG(b) + Σ_{j>i} PRG(s_ij) − Σ_{j<i}
 //!    PRG(s_ij) mod 2^32 over neighbours j in U2, streamed chunk by chunk
 //!    ([`Client::mask_chunk`], [`Server::add_masked_chunk`]).
 //! 4. **Unmasking** — the server names survivors U3 and dropped D = U2 \ U3
 //!    ([`Server::unmask_request`]); each survivor reveals b-shares of
-//!    surviving neighbours and s-shares of dropped ones, never both for one
-//!    peer ([`Client::unmask`]); [`Server::finish`] reconstructs and removes
-//!    the masks.
+//!    surviving neighbours and of itself, and s-shares of dropped
+//!    neighbours, never both for one peer ([`Client::unmask`]);
+//!    [`Server::finish`] reconstructs and removes the masks.
 //!
 //! Security model: honest-but-curious server and clients, plus the refusal
 //! rule against a server that asks for both shares of one peer. The

@@ -89,7 +89,8 @@ impl Params {
     /// deployment facing an active server raises `threshold` explicitly and
     /// accepts lower dropout tolerance.
     pub fn default_threshold(k: usize) -> usize {
-        (k + 1) / 2 + 1
+        let holders = k + 1;
+        holders / 2 + 1
     }
 
     pub fn n(&self) -> usize {

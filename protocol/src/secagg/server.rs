@@ -332,8 +332,9 @@ impl Server {
         ))
     }
 
-    /// Accepts one survivor's revealed shares. The whole message is checked
-    /// before any of it is kept.
+    /// Accepts one survivor's revealed shares: of its neighbours' secrets
+    /// and of its own self-mask seed (a participant holds one share of its
+    /// own secrets). The whole message is checked before any of it is kept.
     pub fn receive_reveal(
         &mut self,
         from: &str,

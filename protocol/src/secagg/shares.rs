@@ -3,9 +3,10 @@
 //!
 //! Sharing is byte-wise over GF(2^8) by the `blahaj` crate, the maintained
 //! fork of `sharks`: sharks' advisory was polynomial coefficients drawn from
-//! 1..=255 (biased), and blahaj draws them uniformly from 0..=255. The evaluation point of a neighbour's share is its position in the
-//! dealer's sorted neighbour list plus one, which every party derives from
-//! the graph, so points never travel and cannot be duplicated by a sender.
+//! 1..=255 (biased), and blahaj draws them uniformly from 0..=255. The evaluation point of a holder's share is its position in the
+//! dealer's sorted holder list (its neighbours and itself) plus one, which
+//! every party derives from the graph, so points never travel and cannot be
+//! duplicated by a sender. The dealer's own share never travels either.
 
 use blahaj::{Share, Sharks};
 use chacha20::rand_core::SeedableRng;
