@@ -94,7 +94,14 @@ fn an_unmeetable_threshold_fails_the_round_and_keeps_the_model() {
     // all three holders' shares.
     let (report, log) = simulate(
         &tmp.path().join("run"),
-        &["--dropout", "0.34", "--secagg-threshold", "3", "--rounds", "2"],
+        &[
+            "--dropout",
+            "0.34",
+            "--secagg-threshold",
+            "3",
+            "--rounds",
+            "2",
+        ],
     );
     let rounds = report["rounds"].as_array().unwrap();
     let initial = &rounds[0];

@@ -7,13 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    await_plan, client, download, join_request, signer, start_federation, update_header,
-    upload_frames,
+    await_plan, client, download, join_request, signer, start_federation, uniform_update,
+    update_header, upload_frames,
 };
 use futures::StreamExt;
 use modelpub_node_agent::aggregator::{STAGING_SLOTS, accumulator::peak_staged_updates};
 use modelpub_protocol::pb;
-use modelpub_protocol::tensor::{NamedTensor, TensorSet};
 
 const PARTICIPANTS: usize = 6;
 
@@ -33,20 +32,7 @@ async fn concurrent_uploads_are_staged_a_bounded_number_at_a_time() {
         tasks.push(tokio::spawn(async move {
             let plan = await_plan(&mut rpc, &me).await;
             let global = download(&mut rpc, &me, &plan).await;
-            let update = TensorSet::new(
-                global
-                    .tensors
-                    .iter()
-                    .map(|t| {
-                        NamedTensor::from_f32(
-                            t.name.clone(),
-                            t.shape.clone(),
-                            &vec![0.5; t.numel() as usize],
-                        )
-                    })
-                    .collect(),
-            )
-            .unwrap();
+            let update = uniform_update(&global, 0.5);
             // Slow streams, so that every upload is in flight at once.
             let frames = upload_frames(
                 update_header(&me, &plan, &update),

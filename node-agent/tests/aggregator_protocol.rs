@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    await_plan, client, download, join_request, signer, start_federation, update_header,
-    upload_frames,
+    await_plan, client, download, join_request, signer, start_federation, uniform_update,
+    update_header, upload_frames,
 };
 use modelpub_node_agent::simulate::setup;
 use modelpub_protocol::envelope::Signer;
@@ -85,21 +85,8 @@ async fn hostile_messages_are_refused_and_the_round_still_completes() {
     let global = download(&mut rpc, &me, &plan).await;
     assert_eq!(global.digest(), plan.model_sha256);
 
-    // An update of zeros, the same layout as the model.
-    let update = TensorSet::new(
-        global
-            .tensors
-            .iter()
-            .map(|t| {
-                NamedTensor::from_f32(
-                    t.name.clone(),
-                    t.shape.clone(),
-                    &vec![0.01; t.numel() as usize],
-                )
-            })
-            .collect(),
-    )
-    .unwrap();
+    // A small update, the same layout as the model.
+    let update = uniform_update(&global, 0.01);
     let header_for = |set: &TensorSet| update_header(&me, &plan, set);
 
     // Bytes that do not match what the signed header committed to.

@@ -7,13 +7,13 @@
 //! Kubernetes nor libtorch.
 #![forbid(unsafe_code)]
 
-pub mod pb;
-pub mod tensor;
 pub mod audit;
 pub mod dp;
 pub mod envelope;
 pub mod error;
 pub mod identity;
+pub mod pb;
 pub mod replay;
 pub mod secagg;
+pub mod tensor;
 pub mod tls;

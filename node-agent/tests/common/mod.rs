@@ -18,7 +18,7 @@ use modelpub_protocol::envelope::Signer;
 use modelpub_protocol::identity::Identity;
 use modelpub_protocol::pb;
 use modelpub_protocol::pb::federation_client::FederationClient;
-use modelpub_protocol::tensor::{TensorAssembler, TensorSet};
+use modelpub_protocol::tensor::{NamedTensor, TensorAssembler, TensorSet};
 use modelpub_protocol::tls::TlsMaterial;
 use tonic::transport::Channel;
 
@@ -171,4 +171,22 @@ pub fn update_header(me: &Signer, plan: &pb::RoundPlan, update: &TensorSet) -> p
             dequant_scales: Vec::new(),
         },
     )
+}
+
+/// An update with the model's layout and every value `value`.
+pub fn uniform_update(model: &TensorSet, value: f32) -> TensorSet {
+    TensorSet::new(
+        model
+            .tensors
+            .iter()
+            .map(|t| {
+                NamedTensor::from_f32(
+                    t.name.clone(),
+                    t.shape.clone(),
+                    &vec![value; t.numel() as usize],
+                )
+            })
+            .collect(),
+    )
+    .unwrap()
 }
