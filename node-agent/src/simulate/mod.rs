@@ -73,7 +73,9 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
         clip: opts.secagg_clip,
         neighbours: None,
         threshold: opts.secagg_threshold,
-        stage_timeout_secs: 5,
+        // Generous for loopback, so a participant restarted after a crash
+        // (libtorch takes a moment to load) is back before keys close.
+        stage_timeout_secs: 10,
     });
     let privacy = privacy_settings(&opts)?;
     let faults = plan_faults(&opts);
