@@ -392,15 +392,14 @@ impl Federation for FederationService {
                 .push((header.num_examples, header.train_loss));
             (sha256, bytes)
         };
-        let verified = Verified { sha256, bytes };
-        tracing::info!(participant = %sender, round, bytes = verified.bytes, "update accepted");
+        tracing::info!(participant = %sender, round, bytes, "update accepted");
         audit_trail::event(
             &self.shared.audit,
             Direction::Received,
             "modelpub.v1.UpdateTensors",
             &sender,
             round,
-            &verified.sha256,
+            &sha256,
             if secure_len.is_some() {
                 "masked update verified and added to the secure sum"
             } else {
@@ -409,8 +408,8 @@ impl Federation for FederationService {
         );
         self.shared.bump();
         let receipt = pb::UpdateReceipt {
-            update_sha256: verified.sha256,
-            bytes_received: verified.bytes,
+            update_sha256: sha256,
+            bytes_received: bytes,
         };
         Ok(Response::new(self.seal(&sender, round, &receipt)))
     }
@@ -634,11 +633,6 @@ enum Staged {
 enum Finished {
     Plain(super::accumulator::VerifiedUpdate),
     Masked((Vec<u32>, String, u64)),
-}
-
-struct Verified {
-    sha256: String,
-    bytes: u64,
 }
 
 /// Protocol errors of secure aggregation, as the participant should see them.
