@@ -1,17 +1,17 @@
 //! Shamir sharing of the two 32-byte secrets, the encrypted share a client
 //! deals to each neighbour, and the share it reveals during unmasking.
 //!
-//! Sharing is byte-wise over GF(2^8) by the `blahaj` crate, the maintained
-//! fork of `sharks`: sharks' advisory was polynomial coefficients drawn from
-//! 1..=255 (biased), and blahaj draws them uniformly from 0..=255. The evaluation point of a holder's share is its position in the
+//! Sharing is byte-wise over GF(2^8) by `vsss-rs` (audited, maintained; not
+//! `sharks`, whose advisory was polynomial coefficients drawn from 1..=255).
+//! The evaluation point of a holder's share is its position in the
 //! dealer's sorted holder list (its neighbours and itself) plus one, which
 //! every party derives from the graph, so points never travel and cannot be
 //! duplicated by a sender. The dealer's own share never travels either.
 
-use blahaj::{Share, Sharks};
 use chacha20::rand_core::SeedableRng;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use vsss_rs::Gf256;
 use zeroize::Zeroizing;
 
 use super::codec::{Reader, Writer};
@@ -115,25 +115,28 @@ pub(crate) fn deal(
     t: usize,
     count: usize,
 ) -> Result<Vec<Zeroizing<[u8; 32]>>, SecAggError> {
-    let t =
-        u8::try_from(t).map_err(|_| SecAggError::InvalidParams(format!("threshold {t} > 255")))?;
     // Seeded from the OS per dealing so the polynomial coefficients never
     // depend on a process-wide RNG's state.
-    let mut rng = chacha20::ChaCha20Rng::from_seed(*random32()?);
-    let shares: Vec<_> = Sharks(t)
-        .dealer_rng(secret, &mut rng)
-        .take(count)
-        .map(|share| {
-            let bytes = Zeroizing::new(Vec::from(&share));
-            let mut y = Zeroizing::new([0u8; 32]);
-            y.copy_from_slice(&bytes[1..]);
-            y
-        })
-        .collect();
-    if shares.len() != count {
-        return Err(SecAggError::InvalidParams(format!(
-            "cannot deal {count} shares over GF(256)"
-        )));
+    let rng = chacha20::ChaCha20Rng::from_seed(*random32()?);
+    let dealt = Gf256::split_bytes(t, count, secret, rng).map_err(|e| {
+        SecAggError::InvalidParams(format!(
+            "cannot deal {count} shares with threshold {t}: {e}"
+        ))
+    })?;
+    let mut shares = Vec::with_capacity(count);
+    for (m, share) in dealt.into_iter().enumerate() {
+        let share = Zeroizing::new(share);
+        // Sequential identifiers from 1 are the library's default; the
+        // evaluation points the rest of the protocol derives rely on it.
+        if share.len() != 33 || usize::from(share[0]) != m + 1 {
+            return Err(SecAggError::InvalidParams(format!(
+                "Shamir dealer returned share {} at an unexpected point",
+                m + 1
+            )));
+        }
+        let mut y = Zeroizing::new([0u8; 32]);
+        y.copy_from_slice(&share[1..]);
+        shares.push(y);
     }
     Ok(shares)
 }
@@ -145,46 +148,41 @@ pub(crate) fn combine(
     points: &[(u8, [u8; 32])],
     subject: impl FnOnce() -> String,
 ) -> Result<Zeroizing<[u8; 32]>, SecAggError> {
-    let below = |have| SecAggError::BelowThreshold {
-        subject: subject(),
-        have,
-        need: t,
-    };
-    let Ok(t8) = u8::try_from(t) else {
-        return Err(below(points.len()));
-    };
     if points.len() < t || t == 0 {
-        return Err(below(points.len()));
+        return Err(SecAggError::BelowThreshold {
+            subject: subject(),
+            have: points.len(),
+            need: t,
+        });
     }
     // A degree t-1 polynomial is fixed by any t points; more only cost time.
-    let mut shares = Vec::with_capacity(t);
-    for (x, y) in &points[..t] {
-        let mut raw = Zeroizing::new(Vec::with_capacity(33));
-        raw.push(*x);
-        raw.extend_from_slice(y);
-        shares.push(
-            Share::try_from(raw.as_slice()).map_err(|e| SecAggError::Malformed {
-                what: "Shamir share",
-                reason: e.into(),
-            })?,
-        );
-    }
-    let secret =
-        Zeroizing::new(
-            Sharks(t8)
-                .recover(&shares)
-                .map_err(|e| SecAggError::Malformed {
-                    what: "Shamir share set",
-                    reason: e.into(),
-                })?,
-        );
-    let mut out = Zeroizing::new([0u8; 32]);
+    // vsss-rs computes the Lagrange coefficients once per point set and
+    // reuses them for all 32 bytes (blahaj recomputed them per byte, which
+    // dominated unmasking for short vectors).
+    let shares: Zeroizing<Vec<Vec<u8>>> = Zeroizing::new(
+        points[..t]
+            .iter()
+            .map(|(x, y)| {
+                let mut raw = Vec::with_capacity(33);
+                raw.push(*x);
+                raw.extend_from_slice(y);
+                raw
+            })
+            .collect(),
+    );
+    let secret = Zeroizing::new(Gf256::combine_bytes(shares.as_slice()).map_err(|e| {
+        SecAggError::Malformed {
+            what: "Shamir share set",
+            reason: e.to_string(),
+        }
+    })?);
     if secret.len() != 32 {
         return Err(SecAggError::Malformed {
             what: "Shamir share set",
             reason: format!("reconstructed {} bytes, expected 32", secret.len()),
         });
     }
+    let mut out = Zeroizing::new([0u8; 32]);
     out.copy_from_slice(&secret);
     Ok(out)
 }
