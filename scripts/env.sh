@@ -2,7 +2,7 @@
 # Usage: . scripts/env.sh   (after scripts/setup.sh)
 _root="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
 export VIRTUAL_ENV="$_root/.venv"
-export PATH="$_root/.venv/bin:$PATH"
+export PATH="$_root/.tools/bin:$_root/.venv/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
 export LIBTORCH_BYPASS_VERSION_CHECK=0
 _torch_lib="$("$_root/.venv/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)"

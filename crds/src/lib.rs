@@ -1,10 +1,25 @@
 //! ModelPub's custom resources: TrustDomain, ComputeOffer and
 //! FederationRound, group `modelpub.io`, version `v1alpha1`.
 //!
-//! The Rust types (kube-derive + schemars) and the CRD generator arrive with
-//! the operator; what is fixed already is the API identity every other part
-//! names.
+//! The types derive their CRDs with kube-derive and schemars: every field's
+//! doc comment becomes its description (what `kubectl explain` prints),
+//! defaults and ranges live in the schema, and CEL rules
+//! (`x-kubernetes-validations`) check immutability and cross-field
+//! constraints. `crdgen` writes the YAML; the `validation` feature adds a
+//! validator that applies those schemas the way the API server does.
 #![forbid(unsafe_code)]
+
+pub mod compute_offer;
+pub mod condition;
+pub mod crd;
+pub mod federation_round;
+pub mod trust_domain;
+#[cfg(feature = "validation")]
+pub mod validation;
+
+pub use compute_offer::{ComputeOffer, ComputeOfferSpec, ComputeOfferStatus};
+pub use federation_round::{FederationRound, FederationRoundSpec, FederationRoundStatus, Phase};
+pub use trust_domain::{TrustDomain, TrustDomainSpec, TrustDomainStatus};
 
 /// The API group of every ModelPub resource.
 pub const GROUP: &str = "modelpub.io";

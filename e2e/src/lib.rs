@@ -1,6 +1,14 @@
 //! Helpers for the end-to-end suites: they drive the built `modelpub`
-//! binary exactly as a user would, as separate processes.
+//! binary exactly as a user would, as separate processes; [`helm`],
+//! [`manifest`] and [`dockerfile`] check the deployment artefacts (the helm
+//! chart with the real helm, the images' Dockerfiles).
 #![forbid(unsafe_code)]
+
+pub mod dockerfile;
+pub mod helm;
+pub mod manifest;
+pub mod prometheus;
+pub mod rbac;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

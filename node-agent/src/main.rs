@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use modelpub_node_agent::party::PartyDir;
+use modelpub_node_agent::seal::SealOptions;
 use modelpub_node_agent::simulate::options::SimulateOptions;
+use modelpub_node_agent::telemetry::tracing_export::{self, OtlpExport};
 use modelpub_node_agent::{aggregator, participant, simulate};
 use modelpub_protocol::dp;
 
@@ -25,14 +27,13 @@ enum Command {
     /// Run a whole federation on this machine, one process per party.
     Simulate(Box<SimulateOptions>),
     /// Serve the aggregator role from a party directory.
-    Aggregator {
-        #[arg(long)]
-        dir: PathBuf,
-    },
+    Aggregator(RoleOptions),
     /// Serve the participant role from a party directory.
-    Participant {
-        #[arg(long)]
-        dir: PathBuf,
+    Participant(RoleOptions),
+    /// Personal Vaults.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
     },
     /// Train one institution alone (the local-only baseline).
     TrainLocal {
@@ -54,6 +55,39 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+/// Where a role's files are. In a pod, `--config` and `--secrets` point
+/// at read-only mounts that are copied into the writable `--dir`.
+#[derive(clap::Args)]
+struct RoleOptions {
+    /// The party directory (writable): audit log, rounds, global model.
+    #[arg(long)]
+    dir: PathBuf,
+    /// A config.json to copy into DIR (e.g. a mounted ConfigMap).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A directory with identity.key, identity.pub, ca.crt, tls.crt and
+    /// tls.key to copy into DIR (e.g. a mounted Secret).
+    #[arg(long)]
+    secrets: Option<PathBuf>,
+}
+
+impl RoleOptions {
+    fn party(&self) -> anyhow::Result<PartyDir> {
+        modelpub_node_agent::pod_mode::prepare(
+            &self.dir,
+            self.config.as_deref(),
+            self.secrets.as_deref(),
+        )
+    }
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Seal a share of a data set into a new vault (what `simulate` gives
+    /// each institution; an init container in a cluster).
+    Seal(Box<SealOptions>),
 }
 
 #[derive(Subcommand)]
@@ -117,7 +151,14 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Held to the end of main: dropping it flushes the spans still queued.
+    let _otlp = match init_logging() {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -145,8 +186,20 @@ fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Aggregator { dir } => runtime()?.block_on(aggregator::run(PartyDir::new(dir))),
-        Command::Participant { dir } => runtime()?.block_on(participant::run(PartyDir::new(dir))),
+        Command::Aggregator(role) => runtime()?.block_on(aggregator::run(role.party()?)),
+        Command::Participant(role) => runtime()?.block_on(participant::run(role.party()?)),
+        Command::Vault {
+            command: VaultCommand::Seal(opts),
+        } => {
+            let sealed = modelpub_node_agent::seal::run(&opts)?;
+            println!(
+                "sealed {} examples ({}) into {}",
+                sealed.examples,
+                sealed.describe,
+                opts.out.display()
+            );
+            Ok(())
+        }
         Command::TrainLocal { config } => simulate::train_local(&config),
         Command::Privacy { command } => {
             let line = match command {
@@ -209,12 +262,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_logging() {
+/// Logs to stderr, and spans over OTLP when an endpoint is configured.
+fn init_logging() -> Result<Option<OtlpExport>, tracing_export::ExportError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("MODELPUB_LOG_FORMAT").is_none())
+    let export = match tracing_export::endpoint_from_env()? {
+        Some(endpoint) => Some(OtlpExport::start(&endpoint, "modelpub-node-agent")?),
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::env::var_os("MODELPUB_LOG_FORMAT").is_none()),
+        )
+        .with(export.as_ref().map(|e| e.layer()))
         .init();
+    Ok(export)
 }

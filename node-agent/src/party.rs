@@ -1,7 +1,8 @@
 //! Where a party (aggregator or institution) keeps its things on disk.
 //!
 //! One directory per party, the same layout in `modelpub simulate` and in a
-//! pod (where the operator mounts Secrets at these paths):
+//! pod (where `--config` and `--secrets` copy the read-only ConfigMap and
+//! Secret mounts into it; see [`crate::pod_mode`]):
 //!
 //! ```text
 //! <party>/identity.key  identity.pub   Ed25519 identity

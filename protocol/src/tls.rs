@@ -103,6 +103,25 @@ impl FederationCa {
         )
     }
 
+    /// The CA's private key as PKCS#8 PEM, for storing it (e.g. in a
+    /// Kubernetes Secret); [`FederationCa::from_pem`] reads it back.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Rebuilds a CA from its certificate and private key PEM, as
+    /// [`FederationCa::cert_pem`] and [`FederationCa::key_pem`] give them.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, ProtocolError> {
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| ProtocolError::Tls(format!("CA private key: {e}")))?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
+            .map_err(|e| ProtocolError::Tls(format!("CA certificate: {e}")))?;
+        Ok(Self {
+            cert_pem: cert_pem.to_string(),
+            issuer,
+        })
+    }
+
     pub fn load(dir: &Path) -> Result<Self, ProtocolError> {
         let cert_pem = read(dir, CA_CERT)?;
         let key_pem = read(dir, CA_KEY)?;
@@ -217,6 +236,16 @@ impl TlsMaterial {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ca_round_trips_through_pem() {
+        let ca = FederationCa::generate("fed").unwrap();
+        let again = FederationCa::from_pem(&ca.cert_pem(), &ca.key_pem()).unwrap();
+        assert_eq!(again.cert_pem(), ca.cert_pem());
+        assert!(again.issue("p", &["localhost"], &[]).is_ok());
+        let err = FederationCa::from_pem(&ca.cert_pem(), "junk").unwrap_err();
+        assert!(err.to_string().contains("CA private key"), "{err}");
+    }
 
     #[test]
     fn ca_and_material_round_trip_through_disk() {

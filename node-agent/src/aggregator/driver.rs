@@ -17,6 +17,7 @@ use modelpub_protocol::replay::ReplayGuard;
 use modelpub_protocol::tensor::{NamedTensor, TensorSet};
 use modelpub_protocol::tls::TlsMaterial;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::Shared;
 use super::evaluator::Evaluator;
@@ -29,6 +30,7 @@ use crate::config::{AggregatorConfig, read_json};
 use crate::model::Model;
 use crate::party::PartyDir;
 use crate::round_record::RoundRecord;
+use crate::telemetry::{AggregatorTelemetry, Health};
 use crate::weights_file;
 
 /// How long participants get to hear that the run is over before the
@@ -49,15 +51,28 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     };
     let strategy = strategy::build(&config.strategy);
     let (changes, _) = watch::channel(0);
+    let global = GlobalModel::new(initial);
+    let (telemetry, registry) =
+        AggregatorTelemetry::new(&config.federation, config.rounds, global.digest());
     let shared = Arc::new(Shared {
         signer: Signer::new(identity, &config.federation),
         roster,
         replay: ReplayGuard::new(),
         audit,
-        state: Mutex::new(State::new(GlobalModel::new(initial))),
+        state: Mutex::new(State::new(global)),
         changes,
+        telemetry,
         config,
     });
+    if let Some(addr) = &shared.config.metrics_listen {
+        let watched = shared.clone();
+        let health: Health = Arc::new(move || match watched.state.lock() {
+            Ok(_) => Ok(()),
+            Err(_) => Err("aggregator state lock poisoned".into()),
+        });
+        let bound = shared.telemetry.serve(addr, registry, health).await?;
+        tracing::info!(%bound, "metrics listening");
+    }
 
     let listener = tokio::net::TcpListener::bind(&shared.config.listen)
         .await
@@ -79,12 +94,17 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let server = tokio::spawn(server);
     write_atomically(&shared.config.address_file, address.to_string().as_bytes())?;
     tracing::info!(%address, "aggregator listening");
+    shared.telemetry.ready();
 
     let outcome = drive(&shared, evaluator, strategy, &party).await;
     let reason = match &outcome {
         Ok(summary) => summary.clone(),
         Err(e) => format!("run aborted: {e:#}"),
     };
+    shared.telemetry.finished(match &outcome {
+        Ok(_) => Ok(&reason),
+        Err(_) => Err(&reason),
+    });
     finish(&shared, reason).await;
     stop.send(()).ok();
     server.await?.context("gRPC server")?;
@@ -162,7 +182,11 @@ async fn drive(
         }
         let joined = joined_now(shared)?;
         let plan = round::plan(shared, round, &joined, strategy.as_ref(), vector_len)?;
-        let closed = round::run(shared, plan, &lengths).await?;
+        // One span per round (exported over OTLP when configured); the
+        // handlers' and stages' events land in it.
+        let closed = round::run(shared, plan, &lengths)
+            .instrument(tracing::info_span!("round", federation = %config.federation, round))
+            .await?;
         let open = closed.open;
         let dropped: Vec<String> = closed.dropped.iter().map(|(p, _)| p.clone()).collect();
         for (p, when) in &closed.dropped {
@@ -176,7 +200,11 @@ async fn drive(
                 }
                 let set = to_tensor_set(&layout, &weights)?;
                 if let Some(e) = &evaluator {
-                    last_score = Some(e.score(set.clone()).await?);
+                    last_score = Some(
+                        e.score(set.clone())
+                            .instrument(tracing::info_span!("evaluate", round))
+                            .await?,
+                    );
                 }
                 let new_global = GlobalModel::new(set);
                 publish_model(party, &new_global)?;
@@ -225,6 +253,7 @@ async fn drive(
             model_sha256: digest.clone(),
         };
         append_line(&config.rounds_file, &serde_json::to_string(&record)?)?;
+        shared.telemetry.round_closed(&record);
         let mut metrics = BTreeMap::new();
         if let Some(s) = &last_score {
             metrics.insert("accuracy".to_string(), s.accuracy);

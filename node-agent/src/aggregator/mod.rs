@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tonic::Status;
 
 use crate::config::AggregatorConfig;
+use crate::telemetry::AggregatorTelemetry;
 use state::State;
 
 pub use driver::run;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub state: Mutex<State>,
     /// Bumped on every state change; long-polling handlers wait on it.
     pub changes: watch::Sender<u64>,
+    /// Metrics and the /status board, fed at the events they count.
+    pub telemetry: AggregatorTelemetry,
 }
 
 impl Shared {

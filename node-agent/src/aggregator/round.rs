@@ -170,6 +170,9 @@ pub async fn run(
         }));
     }
     shared.bump();
+    shared
+        .telemetry
+        .round_opened(plan.round, plan.participants.len());
     tracing::info!(
         round = plan.round,
         participants = plan.participants.len(),

@@ -392,6 +392,7 @@ impl Federation for FederationService {
                 .push((header.num_examples, header.train_loss));
             (sha256, bytes)
         };
+        self.shared.telemetry.update_accepted(bytes);
         tracing::info!(participant = %sender, round, bytes, "update accepted");
         audit_trail::event(
             &self.shared.audit,

@@ -13,15 +13,13 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor, nn};
 
 use char_transformer::CharTransformer;
-pub use config::{BYTE_VOCAB, MAX_PARAMETERS, ModelConfig};
+pub use config::{BYTE_VOCAB, DataShape, MAX_PARAMETERS, ModelConfig, ModelConfigError};
 use mlp::Mlp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("unknown model family `{0}` (known: mlp, char-transformer)")]
-    UnknownFamily(String),
-    #[error("invalid {family} config: {reason}")]
-    InvalidConfig { family: String, reason: String },
+    #[error(transparent)]
+    Config(#[from] ModelConfigError),
     #[error("weights lack tensor `{0}` that the model has")]
     MissingTensor(String),
     #[error("weights have tensor `{0}` that the model does not have")]

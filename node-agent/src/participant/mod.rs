@@ -18,12 +18,14 @@ use modelpub_protocol::tensor::{NamedTensor, TensorAssembler, TensorSet};
 use modelpub_protocol::tls::TlsMaterial;
 use prost::Name;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use crate::audit_trail;
 use crate::config::{Fault, FaultStage, ParticipantConfig, read_json};
 use crate::data::{Dataset, decode_dataset};
 use crate::model::{Model, ModelConfig, pick_device};
 use crate::party::PartyDir;
+use crate::telemetry::{ParticipantMetrics, ParticipantTelemetry};
 use crate::train::{self, TrainConfig};
 use crate::vault::{Vault, VaultKey};
 use crate::weights_file;
@@ -75,6 +77,9 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
         bail!("the vault's data set is empty");
     }
     let device = pick_device(config.prefer_cuda);
+    let telemetry =
+        ParticipantTelemetry::start(&config.federation, &name, config.metrics_listen.as_deref())
+            .await?;
     let channel = connect(
         &config.aggregator_url,
         &config.aggregator_server_name,
@@ -115,6 +120,7 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let model_config = ModelConfig::from_json(&spec.family, &spec.config_json)?;
     let mut model = Model::new(&model_config, device, 0)?;
     tracing::info!(participant = %name, rounds = accepted.total_rounds, examples = data.len(), ?device, "joined");
+    telemetry.joined();
 
     let roster = Roster::new(config.roster.clone());
     // Joining while a round is under way (after a crash, say): that round
@@ -150,8 +156,10 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
             name: &name,
             roster: &roster,
             faults: &config.faults,
+            metrics: &telemetry.metrics,
         };
-        if let Err(e) = take_part(&mut ctx).await {
+        let span = tracing::info_span!("round", federation = %config.federation, round, participant = %name);
+        if let Err(e) = take_part(&mut ctx).instrument(span).await {
             // A round that fails (too few left for secure aggregation, a
             // deadline missed) is the aggregator's to report; this
             // participant goes on with the next one.
@@ -181,6 +189,7 @@ struct RoundContext<'a> {
     name: &'a str,
     roster: &'a Roster,
     faults: &'a [Fault],
+    metrics: &'a ParticipantMetrics,
 }
 
 impl RoundContext<'_> {
@@ -228,7 +237,10 @@ async fn take_part(ctx: &mut RoundContext<'_>) -> anyhow::Result<()> {
             .wrapping_add(seed_of(ctx.name)),
     };
     let (model, data) = (&mut *ctx.model, ctx.data);
+    let training_started = std::time::Instant::now();
     let outcome = tokio::task::block_in_place(|| train::train(model, data, &cfg, &mut |_, _| {}))?;
+    ctx.metrics
+        .trained(training_started.elapsed().as_secs_f64());
     let local = ctx.model.weights();
     save_model_state(ctx.vault, &local)?;
     let mut update = difference(&local, &global)?;
@@ -264,6 +276,7 @@ async fn take_part(ctx: &mut RoundContext<'_>) -> anyhow::Result<()> {
             .await?
         }
     };
+    ctx.metrics.update_sent(sent.bytes_received);
     tracing::info!(
         round,
         loss = outcome.mean_loss,

@@ -121,6 +121,12 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
             faults: faults.clone(),
         },
     )?;
+    if let Some(addr) = &opts.metrics_addr {
+        setup::set_metrics_listen(&layout, addr)?;
+        say(&format!(
+            "  aggregator metrics on http://{addr}/metrics, status on http://{addr}/status"
+        ));
+    }
     let institutions: Vec<InstitutionSummary> = layout
         .institutions
         .iter()

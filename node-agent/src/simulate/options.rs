@@ -90,6 +90,10 @@ pub struct SimulateOptions {
     /// Wire encoding of plain updates: none | f16 | int8 (needs --secure-aggregation off).
     #[arg(long, default_value = "none")]
     pub compression: String,
+    /// Serve the aggregator's /metrics, /healthz, /readyz and /status on
+    /// HOST:PORT (plain HTTP), for Prometheus and the operator.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 impl SimulateOptions {

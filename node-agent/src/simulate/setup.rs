@@ -131,6 +131,7 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
         secure_aggregation: plan.secure.clone(),
         privacy: plan.privacy.clone(),
         compression: plan.compression.clone(),
+        metrics_listen: None,
     };
     write_json(&aggregator.config(), &agg_config)?;
 
@@ -151,6 +152,9 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
             prefer_cuda: plan.prefer_cuda,
             roster: roster.clone(),
             faults: plan.faults.get(i).cloned().unwrap_or_default(),
+            // Several participants share this machine: one fixed port
+            // cannot serve them all, so only the aggregator serves metrics.
+            metrics_listen: None,
         };
         write_json(&party.config(), &config)?;
         let local = LocalOnlyConfig {
@@ -183,6 +187,13 @@ pub fn set_aggregator_address(layout: &Layout, address: &str) -> anyhow::Result<
         write_json(&party.config(), &config)?;
     }
     Ok(())
+}
+
+/// Has the aggregator serve its metrics and /status on `addr`.
+pub fn set_metrics_listen(layout: &Layout, addr: &str) -> anyhow::Result<()> {
+    let mut config: AggregatorConfig = crate::config::read_json(&layout.aggregator.config())?;
+    config.metrics_listen = Some(addr.to_string());
+    write_json(&layout.aggregator.config(), &config)
 }
 
 fn new_party(

@@ -1,0 +1,747 @@
+//! The helm chart (`charts/modelpub`) checked with the real helm binary:
+//! lint, values schema, and every rendered object decoded strictly into its
+//! k8s-openapi type, with the security, label and RBAC rules the issue sets.
+//! helm comes from `scripts/setup.sh` (`.tools/bin/helm`) or PATH.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use modelpub_e2e::helm::{chart_dir, helm, repo_root, template};
+use modelpub_e2e::manifest::{self, ManifestError, Object, Rendered};
+use modelpub_e2e::rbac::{self, Grant};
+use modelpub_operator::rbac::{Scope, chart_grants};
+use serde_json::Value;
+
+const RELEASE: &str = "mp";
+const NAMESPACE: &str = "modelpub-system";
+
+/// What the chart must grant in `scope`: exactly
+/// `modelpub_operator::rbac::chart_grants()`, the requests the reconcilers'
+/// mocked-API scenarios record (each checked against `REQUIRED`, and every
+/// entry exercised) plus the admission-only `finalizers` updates.
+fn expected_grants(scope: Scope) -> BTreeSet<Grant> {
+    chart_grants()
+        .into_iter()
+        .filter(|(s, _)| *s == scope)
+        .map(|(_, grant)| grant)
+        .collect()
+}
+
+fn render(extra: &[&str]) -> Vec<Rendered> {
+    let yaml = template(RELEASE, NAMESPACE, extra);
+    manifest::decode_all(&yaml).unwrap_or_else(|e| panic!("rendered chart is not strict: {e}"))
+}
+
+fn of_kind<'a>(objects: &'a [Rendered], kind: &str) -> Vec<&'a Rendered> {
+    objects.iter().filter(|o| o.object.kind() == kind).collect()
+}
+
+fn only<'a>(objects: &'a [Rendered], kind: &str) -> &'a Rendered {
+    match of_kind(objects, kind).as_slice() {
+        [one] => one,
+        many => panic!("expected exactly one {kind}, found {}", many.len()),
+    }
+}
+
+fn deployment(objects: &[Rendered]) -> Deployment {
+    match &only(objects, "Deployment").object {
+        Object::Deployment(d) => (**d).clone(),
+        other => panic!("not a Deployment: {other:?}"),
+    }
+}
+
+fn operator_container(d: &Deployment) -> Container {
+    let pod = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    match pod.containers.as_slice() {
+        [c] => c.clone(),
+        cs => panic!("expected one container, found {}", cs.len()),
+    }
+}
+
+fn grants_of(rules: Option<&[PolicyRule]>) -> BTreeSet<Grant> {
+    rbac::grants(rules.unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn assert_same_grants(what: &str, granted: &BTreeSet<Grant>, needed: &BTreeSet<Grant>) {
+    if let Some(problem) = rbac::mismatch(granted, needed) {
+        panic!("{what} differs from the expected requests: {problem}");
+    }
+}
+
+#[test]
+fn lint_is_clean_also_in_strict_mode() {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    for args in [vec!["lint", chart], vec!["lint", "--strict", chart]] {
+        let run = helm(&args);
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(run.success, "helm {} failed:\n{all}", args.join(" "));
+        assert!(
+            !all.contains("[WARNING]") && !all.contains("[ERROR]"),
+            "helm {} reports problems:\n{all}",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
+fn default_render_is_the_expected_set_of_strictly_typed_objects() {
+    let objects = render(&[]);
+    let kinds: Vec<&str> = objects.iter().map(|o| o.object.kind()).collect();
+    let mut sorted = kinds.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",
+        ],
+        "rendered kinds: {kinds:?}"
+    );
+    for o in &objects {
+        let ns = o
+            .json
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str);
+        match o.object.kind() {
+            "ClusterRole" | "ClusterRoleBinding" => {
+                assert_eq!(ns, None, "{} is cluster-scoped", o.object.kind())
+            }
+            kind => assert_eq!(
+                ns,
+                Some(NAMESPACE),
+                "{kind} must live in the release namespace"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_misspelt_field_fails_with_its_path() {
+    let good = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: x
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: x}
+  template:
+    metadata:
+      labels: {app: x}
+    spec:
+      containers:
+        - name: x
+          image: x:1
+          imagePullPolicy: IfNotPresent
+"#;
+    manifest::decode_all(good).expect("a correct Deployment passes");
+
+    let bad = good.replace("imagePullPolicy", "imagePullPolicyy");
+    let err = manifest::decode_all(&bad).expect_err("a misspelt field must fail");
+    match &err {
+        ManifestError::UnknownFields {
+            kind, differences, ..
+        } => {
+            assert_eq!(kind, "Deployment");
+            assert_eq!(
+                differences,
+                &["/spec/template/spec/containers/0/imagePullPolicyy: dropped (unknown field)"]
+            );
+        }
+        other => panic!("wrong error: {other}"),
+    }
+    assert!(err.to_string().contains("imagePullPolicyy"), "{err}");
+
+    let bad_top = good.replace("  replicas: 1", "  replica: 1");
+    let err = manifest::decode_all(&bad_top).expect_err("a misspelt spec field must fail");
+    assert!(err.to_string().contains("/spec/replica: dropped"), "{err}");
+
+    let unknown_kind = "apiVersion: v1\nkind: Secrett\nmetadata: {name: s}\n";
+    let err = manifest::decode_all(unknown_kind).expect_err("an unknown kind must fail");
+    assert!(err.to_string().contains("Secrett"), "{err}");
+}
+
+#[test]
+fn values_schema_rejects_bad_values() {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--set", "operator.replicas=foo"], "replicas"),
+        (&["--set", "replicas=2"], "replicas"),
+        (&["--set", "serviceMonitor.enabeld=true"], "enabeld"),
+        (
+            &["--set", "operator.image.pullPolicy=Sometimes"],
+            "pullPolicy",
+        ),
+        (&["--set", "metrics.port=80"], "port"),
+        (&["--set", "serviceMonitor.interval=soon"], "interval"),
+        (
+            &[
+                "--set",
+                "operator.replicas=2",
+                "--set",
+                "leaderElection.enabled=false",
+            ],
+            "leaderElection.enabled",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["template", RELEASE, chart];
+        args.extend_from_slice(extra);
+        let run = helm(&args);
+        assert!(
+            !run.success,
+            "helm {} should fail but rendered",
+            args.join(" ")
+        );
+        assert!(
+            run.stderr.contains(needle),
+            "helm {}: error should name `{needle}`:\n{}",
+            args.join(" "),
+            run.stderr
+        );
+    }
+    // The values a user is told to set are accepted.
+    render(&[
+        "--set",
+        "operator.replicas=3",
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "serviceMonitor.labels.release=kube-prometheus-stack",
+        "--set",
+        "dashboard.enabled=false",
+        "--set",
+        "operator.image.tag=0.2.0",
+    ]);
+}
+
+#[test]
+fn operator_pod_meets_the_restricted_pod_security_standard() {
+    let d = deployment(&render(&[]));
+    let pod = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    let psc = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_ne!(psc.run_as_user, Some(0));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    assert!(pod.host_network.is_none() && pod.host_pid.is_none() && pod.host_ipc.is_none());
+    for v in pod.volumes.iter().flatten() {
+        assert!(
+            v.host_path.is_none(),
+            "{}: hostPath volumes are not allowed under restricted",
+            v.name
+        );
+    }
+    for c in pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+    {
+        let sc = c
+            .security_context
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no securityContext", c.name));
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+        assert_ne!(sc.privileged, Some(true), "{}", c.name);
+        let caps = sc.capabilities.as_ref().expect("capabilities");
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_string()][..]),
+            "{}",
+            c.name
+        );
+        assert!(caps.add.is_none(), "{}: adds capabilities", c.name);
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn operator_runs_with_the_agreed_flags_probes_and_images() {
+    let d = deployment(&render(&[]));
+    let c = operator_container(&d);
+    assert_eq!(
+        c.image.as_deref(),
+        Some("ghcr.io/modelpub/modelpub-operator:0.1.0")
+    );
+    assert_eq!(
+        c.args.as_deref().unwrap_or_default(),
+        [
+            "--metrics-addr",
+            "0.0.0.0:8080",
+            "--node-agent-image",
+            "ghcr.io/modelpub/modelpub-node-agent:0.1.0",
+            "--lease-namespace",
+            "$(POD_NAMESPACE)",
+        ]
+    );
+    let env = c.env.as_deref().unwrap_or_default();
+    let pod_ns = env
+        .iter()
+        .find(|e| e.name == "POD_NAMESPACE")
+        .expect("POD_NAMESPACE env");
+    assert_eq!(
+        pod_ns
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("metadata.namespace"),
+        "POD_NAMESPACE comes from the downward API"
+    );
+    assert!(
+        env.iter()
+            .any(|e| e.name == "RUST_LOG" && e.value.as_deref() == Some("info"))
+    );
+
+    let port = c.ports.as_deref().unwrap_or_default();
+    assert!(
+        port.iter()
+            .any(|p| p.name.as_deref() == Some("metrics") && p.container_port == 8080),
+        "named metrics port 8080: {port:?}"
+    );
+    for (probe, path) in [
+        (&c.liveness_probe, "/healthz"),
+        (&c.readiness_probe, "/readyz"),
+    ] {
+        let get = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("HTTP probe");
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("metrics".into())
+        );
+    }
+
+    let custom = deployment(&render(&[
+        "--set",
+        "metrics.port=9090",
+        "--set",
+        "operator.image.tag=0.2.0",
+        "--set",
+        "nodeAgent.image.repository=registry.example/na",
+        "--set",
+        "operator.logLevel=debug",
+    ]));
+    let c = operator_container(&custom);
+    let args = c.args.unwrap_or_default();
+    assert!(args.contains(&"0.0.0.0:9090".to_string()), "{args:?}");
+    assert!(
+        args.contains(&"registry.example/na:0.1.0".to_string()),
+        "{args:?}"
+    );
+    assert_eq!(
+        c.image.as_deref(),
+        Some("ghcr.io/modelpub/modelpub-operator:0.2.0")
+    );
+    assert!(
+        c.env
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.name == "RUST_LOG" && e.value.as_deref() == Some("debug"))
+    );
+}
+
+#[test]
+fn every_object_carries_the_recommended_labels() {
+    for extra in [&[][..], &["--set", "serviceMonitor.enabled=true"][..]] {
+        let objects = render(extra);
+        for o in &objects {
+            let what = format!(
+                "{} {}",
+                o.object.kind(),
+                o.json.pointer("/metadata/name").unwrap_or(&Value::Null)
+            );
+            let labels = manifest::labels(&o.json, "/metadata/labels");
+            check_labels(&what, &labels);
+        }
+        let d = only(&objects, "Deployment");
+        let pod_labels = manifest::labels(&d.json, "/spec/template/metadata/labels");
+        check_labels("operator pod template", &pod_labels);
+        for (what, selector) in [
+            (
+                "Deployment selector",
+                manifest::labels(&d.json, "/spec/selector/matchLabels"),
+            ),
+            (
+                "Service selector",
+                manifest::labels(&only(&objects, "Service").json, "/spec/selector"),
+            ),
+        ] {
+            assert!(!selector.is_empty(), "{what} is empty");
+            for (k, v) in &selector {
+                assert_eq!(
+                    pod_labels.get(k),
+                    Some(v),
+                    "{what} {k} does not match the pod"
+                );
+            }
+            assert!(
+                !selector.contains_key("app.kubernetes.io/version"),
+                "{what} must survive upgrades"
+            );
+        }
+    }
+}
+
+fn check_labels(what: &str, labels: &serde_json::Map<String, Value>) {
+    let component = labels
+        .get("app.kubernetes.io/component")
+        .and_then(Value::as_str);
+    assert!(
+        matches!(component, Some("operator" | "dashboard")),
+        "{what}: app.kubernetes.io/component is {component:?}"
+    );
+    for (key, want) in [
+        ("app.kubernetes.io/name", "modelpub"),
+        ("app.kubernetes.io/instance", RELEASE),
+        ("app.kubernetes.io/version", "0.1.0"),
+        ("app.kubernetes.io/part-of", "modelpub"),
+        ("app.kubernetes.io/managed-by", "Helm"),
+    ] {
+        assert_eq!(
+            labels.get(key).and_then(Value::as_str),
+            Some(want),
+            "{what}: label {key}"
+        );
+    }
+}
+
+#[test]
+fn cluster_role_grants_exactly_the_recorded_requests() {
+    let objects = render(&[]);
+    let Object::ClusterRole(role) = &only(&objects, "ClusterRole").object else {
+        unreachable!("only() returned the ClusterRole")
+    };
+    let got = grants_of(role.rules.as_deref());
+    assert_same_grants("ClusterRole", &got, &expected_grants(Scope::Cluster));
+    assert!(role.aggregation_rule.is_none());
+
+    let Object::Role(lease_role) = &only(&objects, "Role").object else {
+        unreachable!("only() returned the Role")
+    };
+    let got = grants_of(lease_role.rules.as_deref());
+    assert_same_grants(
+        "leader-election Role",
+        &got,
+        &expected_grants(Scope::LeaseNamespace),
+    );
+
+    let sa = only(&objects, "ServiceAccount");
+    let sa_name = sa
+        .json
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .expect("SA name");
+    let Object::ClusterRoleBinding(crb) = &only(&objects, "ClusterRoleBinding").object else {
+        unreachable!()
+    };
+    assert_eq!(crb.role_ref.kind, "ClusterRole");
+    assert_eq!(Some(&crb.role_ref.name), role.metadata.name.as_ref());
+    let Object::RoleBinding(rb) = &only(&objects, "RoleBinding").object else {
+        unreachable!()
+    };
+    assert_eq!(rb.role_ref.kind, "Role");
+    assert_eq!(Some(&rb.role_ref.name), lease_role.metadata.name.as_ref());
+    for subjects in [&crb.subjects, &rb.subjects] {
+        let subjects = subjects.as_deref().unwrap_or_default();
+        assert_eq!(subjects.len(), 1, "{subjects:?}");
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(subjects[0].name, sa_name);
+        assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
+    }
+    let d = deployment(&objects);
+    let pod = d.spec.and_then(|s| s.template.spec).expect("pod spec");
+    assert_eq!(pod.service_account_name.as_deref(), Some(sa_name));
+}
+
+#[test]
+fn without_leader_election_there_is_no_lease_access_or_flag() {
+    let objects = render(&["--set", "leaderElection.enabled=false"]);
+    assert!(of_kind(&objects, "Role").is_empty() && of_kind(&objects, "RoleBinding").is_empty());
+    let args = operator_container(&deployment(&objects))
+        .args
+        .unwrap_or_default();
+    assert!(!args.iter().any(|a| a == "--lease-namespace"), "{args:?}");
+}
+
+#[test]
+fn service_monitor_scrapes_the_metrics_service_when_enabled() {
+    let objects = render(&[
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "serviceMonitor.interval=15s",
+    ]);
+    let Object::ServiceMonitor(sm) = &only(&objects, "ServiceMonitor").object else {
+        unreachable!()
+    };
+    // No typed model: allow only the fields this chart means to set, so a
+    // misspelling still fails.
+    let keys = |pointer: &str| -> BTreeSet<String> {
+        manifest::labels(sm, pointer).keys().cloned().collect()
+    };
+    let allowed_spec: BTreeSet<String> = ["selector", "namespaceSelector", "endpoints"]
+        .map(String::from)
+        .into();
+    assert_eq!(keys("/spec"), allowed_spec);
+    let endpoints = sm
+        .pointer("/spec/endpoints")
+        .and_then(Value::as_array)
+        .expect("endpoints");
+    assert_eq!(endpoints.len(), 1);
+    let allowed_endpoint: BTreeSet<String> = ["port", "path", "interval", "scrapeTimeout"]
+        .map(String::from)
+        .into();
+    assert_eq!(keys("/spec/endpoints/0"), allowed_endpoint);
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    assert_eq!(endpoints[0]["interval"], "15s");
+    assert_eq!(
+        sm.pointer("/spec/namespaceSelector/matchNames/0"),
+        Some(&Value::from(NAMESPACE))
+    );
+
+    let svc = only(&objects, "Service");
+    let Object::Service(service) = &svc.object else {
+        unreachable!()
+    };
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.name.as_deref() == endpoints[0]["port"].as_str() && p.port == 8080),
+        "ServiceMonitor port must name a Service port: {ports:?}"
+    );
+    let svc_labels = manifest::labels(&svc.json, "/metadata/labels");
+    let selector = manifest::labels(sm, "/spec/selector/matchLabels");
+    assert!(!selector.is_empty());
+    for (k, v) in &selector {
+        assert_eq!(
+            svc_labels.get(k),
+            Some(v),
+            "ServiceMonitor selector {k} does not match the Service"
+        );
+    }
+}
+
+#[test]
+fn dashboard_configmap_carries_the_dashboard_for_the_grafana_sidecar() {
+    let chart_copy = chart_dir().join("dashboards").join("modelpub.json");
+    let chart_text = std::fs::read_to_string(&chart_copy).expect("chart dashboard copy");
+    let dashboard: Value = serde_json::from_str(&chart_text).expect("dashboard is JSON");
+    assert!(
+        dashboard
+            .get("panels")
+            .and_then(Value::as_array)
+            .is_some_and(|p| !p.is_empty())
+    );
+
+    let objects = render(&[]);
+    let cm = only(&objects, "ConfigMap");
+    let Object::ConfigMap(config_map) = &cm.object else {
+        unreachable!()
+    };
+    assert_eq!(
+        manifest::labels(&cm.json, "/metadata/labels").get("grafana_dashboard"),
+        Some(&Value::from("1"))
+    );
+    let data = config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get("modelpub.json"))
+        .expect("modelpub.json key");
+    assert_eq!(
+        data.trim_end(),
+        chart_text.trim_end(),
+        "ConfigMap carries the chart's dashboard verbatim"
+    );
+
+    assert!(of_kind(&render(&["--set", "dashboard.enabled=false"]), "ConfigMap").is_empty());
+}
+
+#[test]
+fn chart_dashboard_is_a_copy_of_the_canonical_one() {
+    let canonical = repo_root()
+        .join("deploy")
+        .join("grafana")
+        .join("modelpub-dashboard.json");
+    let chart_copy = chart_dir().join("dashboards").join("modelpub.json");
+    let canonical_text = std::fs::read(&canonical)
+        .unwrap_or_else(|e| panic!("{}: {e}; the chart ships a copy of it", canonical.display()));
+    let copy_text = std::fs::read(&chart_copy).expect("chart dashboard copy");
+    assert!(
+        canonical_text == copy_text,
+        "{} differs from {}: copy it (`cp {} {}`)",
+        chart_copy.display(),
+        canonical.display(),
+        "deploy/grafana/modelpub-dashboard.json",
+        "charts/modelpub/dashboards/modelpub.json"
+    );
+}
+
+#[test]
+fn crds_render_strictly_and_are_covered_by_the_cluster_role() {
+    let objects = render(&["--include-crds"]);
+    let crds: Vec<_> = of_kind(&objects, "CustomResourceDefinition")
+        .into_iter()
+        .map(|o| match &o.object {
+            Object::CustomResourceDefinition(crd) => (**crd).clone(),
+            _ => unreachable!(),
+        })
+        .collect();
+    let names: BTreeSet<String> = crds
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    let want: BTreeSet<String> = [
+        "computeoffers.modelpub.io",
+        "federationrounds.modelpub.io",
+        "trustdomains.modelpub.io",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(
+        names, want,
+        "charts/modelpub/crds/ must hold the generated CRDs (the modelpub-crds generator writes them)"
+    );
+    let Object::ClusterRole(role) = &only(&objects, "ClusterRole").object else {
+        unreachable!("only() returned the ClusterRole")
+    };
+    let granted = grants_of(role.rules.as_deref());
+    for crd in &crds {
+        let plural = &crd.spec.names.plural;
+        // What every controller needs on its kind: a watch (list + watch) and
+        // the finalizer PATCH.
+        for verb in ["list", "watch", "patch"] {
+            assert!(
+                granted.contains(&Grant {
+                    group: crd.spec.group.clone(),
+                    resource: plural.clone(),
+                    verb: verb.to_string(),
+                }),
+                "ClusterRole lacks {verb} on {plural}"
+            );
+        }
+        let has_status = crd.spec.versions.iter().any(|v| {
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        });
+        assert!(
+            has_status,
+            "{plural}: the operator writes status through the status subresource"
+        );
+    }
+}
+
+#[test]
+fn crd_schemas_decode_strictly_and_typos_in_them_fail() {
+    let crd = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.org
+spec:
+  group: example.org
+  names: {kind: Widget, plural: widgets, singular: widget, listKind: WidgetList}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              required: [size]
+              properties:
+                size: {type: integer, format: uint32, minimum: 0, maximum: 10}
+                ratio: {type: number, format: double, default: 0.5}
+                mode: {type: string, enum: [fast, slow], nullable: true}
+                extra: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+    manifest::decode_all(crd).expect("a correct CRD passes, integer bounds included");
+    let bad = crd.replace("maximum: 10", "maximun: 10");
+    let err = manifest::decode_all(&bad).expect_err("a misspelt schema keyword must fail");
+    assert!(err.to_string().contains("/size/maximun: dropped"), "{err}");
+}
+
+#[test]
+fn grant_comparison_names_what_is_extra_or_missing_and_refuses_wildcards() {
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..PolicyRule::default()
+    };
+    let needed = rbac::grants_from_table(&[("apps", "deployments", &["get", "list"])]);
+    let exact = rbac::grants(&[rule(&["apps"], &["deployments"], &["get", "list"])]).expect("flat");
+    assert_eq!(rbac::mismatch(&exact, &needed), None);
+
+    let wider = rbac::grants(&[rule(
+        &["apps"],
+        &["deployments"],
+        &["get", "list", "delete"],
+    )])
+    .expect("flat");
+    let problem = rbac::mismatch(&wider, &needed).expect("an extra verb is a mismatch");
+    assert!(
+        problem.contains("granted but not needed: [delete apps/deployments]"),
+        "{problem}"
+    );
+
+    let narrower = rbac::grants(&[rule(&["apps"], &["deployments"], &["get"])]).expect("flat");
+    let problem = rbac::mismatch(&narrower, &needed).expect("a missing verb is a mismatch");
+    assert!(
+        problem.contains("needed but not granted: [list apps/deployments]"),
+        "{problem}"
+    );
+
+    assert!(matches!(
+        rbac::grants(&[rule(&["apps"], &["*"], &["get"])]),
+        Err(rbac::RbacError::Wildcard(_))
+    ));
+    let mut named = rule(&[""], &["secrets"], &["get"]);
+    named.resource_names = Some(vec!["one".into()]);
+    assert!(matches!(
+        rbac::grants(&[named]),
+        Err(rbac::RbacError::Unexpected(_))
+    ));
+}

@@ -1,0 +1,404 @@
+//! The FederationRound controller: reconciles a round into its parties'
+//! Secrets and ConfigMaps, the aggregator Deployment and Service, one Job
+//! per vault and a NetworkPolicy, and follows the aggregator's `/status`
+//! and the participant pods into the round's status.
+//!
+//! Pipeline per reconcile (inside the `modelpub.io/cleanup` finalizer):
+//! dereference the TrustDomain (it must exist and be Ready: its CA issues
+//! the parties' certificates) → validate ([`validate`]; an invalid spec
+//! fails the run for good, naming the field) → party Secrets, created only
+//! when missing ([`build::secrets`]) → build the other children
+//! ([`build`], pure) → server-side apply them, delete orphans by label →
+//! observe the aggregator and the participant pods ([`progress`]) →
+//! status ([`status`], server-side apply on `/status`) → requeue every 5 s
+//! while the run is not over. Children are owned by the round, so garbage
+//! collection removes them; cleanup deletes them explicitly too and says
+//! so in an Event.
+
+pub mod build;
+pub mod progress;
+pub mod status;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::Event;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use modelpub_crds::{FederationRound, FederationRoundStatus, Phase, TrustDomain};
+
+use self::build::{Identities, Round, names, secrets};
+use self::progress::{agents, status_url};
+use crate::apply::{self, Created, describe};
+use crate::context::Context;
+use crate::controllers::trust_domain::build::ca_secret_name;
+use crate::controllers::{error_policy, reconcile_with_finalizer};
+use crate::error::Error;
+use crate::labels;
+
+/// The `controller` label of this controller's metrics.
+pub const CONTROLLER: &str = "federationround";
+
+/// How often a running round's progress is polled.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The controller: FederationRounds in every namespace, and the children
+/// they own (only those the operator manages).
+pub fn controller(client: Client) -> Controller<FederationRound> {
+    let managed = || watcher::Config::default().labels(&labels::managed_selector());
+    Controller::new(
+        Api::<FederationRound>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Job>::all(client.clone()), managed())
+    .owns(Api::<Deployment>::all(client), managed())
+}
+
+/// Runs the controller until its watches end.
+pub async fn run(ctx: Arc<Context>) {
+    ctx.metrics.register_controller(CONTROLLER);
+    controller(ctx.client.clone())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("federationround controller: {e}");
+            }
+        })
+        .await;
+}
+
+/// One reconcile of `fr`.
+pub async fn reconcile(fr: Arc<FederationRound>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let inner = ctx.clone();
+    reconcile_with_finalizer(CONTROLLER, fr, &ctx, move |event| async move {
+        match event {
+            Event::Apply(fr) => apply(&fr, &inner).await,
+            Event::Cleanup(fr) => cleanup(&fr, &inner).await,
+        }
+    })
+    .await
+}
+
+async fn apply(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
+    let round = Round::new(fr)?;
+    let ns = round.namespace.clone();
+    let rounds: Api<FederationRound> = Api::namespaced(ctx.client.clone(), &ns);
+    let previous = fr.status.as_ref();
+    let generation = fr.metadata.generation;
+    let total = fr.spec.rounds;
+
+    // Dereference: the trust domain must exist and be Ready.
+    let tds: Api<TrustDomain> = Api::namespaced(ctx.client.clone(), &ns);
+    let td = apply::get_opt(&tds, Some(&ns), &fr.spec.trust_domain).await?;
+    let td = match validate::trust_domain_ready(fr, td.as_ref()) {
+        Ok(td) => td,
+        Err(e) => {
+            let why = e.to_string();
+            let status = status::waiting(previous, generation, total, &why, ctx.clock.now_time());
+            apply::apply_status(&rounds, Some(&ns), &round.name, &status).await?;
+            return Err(e);
+        }
+    };
+    if let Err(errors) = validate::validate(fr, td) {
+        let status = status::rejected(previous, generation, total, &errors, ctx.clock.now_time());
+        apply::apply_status(&rounds, Some(&ns), &round.name, &status).await?;
+        return Err(Error::InvalidSpec(errors));
+    }
+
+    // Consent: a trust domain that requires it runs nothing on its data
+    // until someone with rights on the round annotates it. A run already
+    // started is not stopped here; withdrawal is deleting the round.
+    let started = previous.is_some_and(|s| s.phase != Phase::Pending);
+    if let Some(why) = validate::awaiting_consent(fr, td).filter(|_| !started) {
+        let status = status::waiting_because(
+            previous,
+            generation,
+            total,
+            "AwaitingConsent",
+            &why,
+            ctx.clock.now_time(),
+        );
+        apply::apply_status(&rounds, Some(&ns), &round.name, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let identities = ensure_secrets(&round, ctx).await?;
+    let finished = previous.is_some_and(|s| s.phase.is_terminal());
+    let image = fr
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| ctx.config.node_agent_image.clone());
+    let children = build::children(&round, &identities, &image, finished)?;
+    apply_children(&round, children, ctx).await?;
+    if finished {
+        return Ok(Action::await_change());
+    }
+
+    // Observe: the participant pods and the aggregator's /status.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = labels::selector_from_map(&build::agent::selector(&round)).unwrap_or_default();
+    let listed = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!("list pods {selector} in {ns}")))?;
+    let vaults: Vec<String> = fr.spec.data.vaults.iter().map(|v| v.name.clone()).collect();
+    let agents = agents(&vaults, &listed.items);
+    let url = status_url(&ctx.config.aggregator_status_scheme, &round.name, &ns);
+    let aggregator = ctx.aggregator_status.fetch(url).await;
+    let observation = status::Observation {
+        generation,
+        total_rounds: total,
+        min_participants: fr.spec.participants.min,
+        aggregator,
+        agents: &agents,
+        now: ctx.clock.now_time(),
+    };
+    let status = status::observe(previous, &observation);
+    apply::apply_status(&rounds, Some(&ns), &round.name, &status).await?;
+    announce_transition(fr, previous, &status, ctx).await;
+    Ok(if status.phase.is_terminal() {
+        Action::await_change()
+    } else {
+        Action::requeue(POLL_INTERVAL)
+    })
+}
+
+/// A Normal Event when the run starts, and one (Warning on failure) when
+/// it ends.
+async fn announce_transition(
+    fr: &FederationRound,
+    previous: Option<&FederationRoundStatus>,
+    now: &FederationRoundStatus,
+    ctx: &Context,
+) {
+    let before = previous.map(|s| s.phase).unwrap_or_default();
+    if before == now.phase {
+        return;
+    }
+    let message = now.message.clone().unwrap_or_default();
+    use modelpub_crds::Phase;
+    match now.phase {
+        Phase::Running => {
+            ctx.events
+                .normal(fr, "RoundsStarted", "Observe", message)
+                .await
+        }
+        Phase::Succeeded => ctx.events.normal(fr, "Succeeded", "Observe", message).await,
+        Phase::Failed => ctx.events.warning(fr, "Failed", "Observe", message).await,
+        Phase::Pending => {}
+    }
+}
+
+/// Reads the parties' public identities from their Secrets, creating the
+/// missing ones (identity and certificate from the trust domain's CA) and
+/// deleting Secrets of parties the round no longer has.
+async fn ensure_secrets(round: &Round<'_>, ctx: &Context) -> Result<Identities, Error> {
+    let ns = &round.namespace;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = labels::federation_round_selector(&round.name);
+    let existing: BTreeMap<String, Secret> = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!("list secrets {selector} in {ns}")))?
+        .items
+        .into_iter()
+        .map(|s| (s.name_any(), s))
+        .collect();
+    let plan = secrets::planned(round);
+    // The CA is read only when some party still needs its certificate.
+    let ca = if plan.iter().any(|p| !existing.contains_key(&p.name)) {
+        Some(read_ca(round, &api).await?)
+    } else {
+        None
+    };
+    let mut publics = Vec::new();
+    let mut issued = Vec::new();
+    for party in &plan {
+        let secret = match (existing.get(&party.name), &ca) {
+            (Some(s), _) => s.clone(),
+            (None, Some((ca_what, ca_data))) => {
+                let data = secrets::generate(party, ca_what, ca_data)?;
+                let secret = secrets::secret(round, party, data);
+                match apply::create_if_missing(&api, &secret).await? {
+                    Created::Created(_) => {
+                        issued.push(party.party.clone());
+                        secret
+                    }
+                    Created::Existed(winner) => winner,
+                }
+            }
+            (None, None) => {
+                return Err(Error::identity(
+                    describe::<Secret>(Some(ns), &party.name),
+                    "missing, and the trust domain's CA was not read",
+                ));
+            }
+        };
+        publics.push(secrets::public_identity(round, party, &secret)?);
+    }
+    if !issued.is_empty() {
+        ctx.events
+            .normal(
+                round.fr,
+                "IdentitiesIssued",
+                "CreateSecret",
+                format!(
+                    "issued identities and certificates for {} from the trust domain's CA",
+                    issued.join(", ")
+                ),
+            )
+            .await;
+    }
+    let keep: BTreeSet<String> = plan.iter().map(|p| p.name.clone()).collect();
+    for orphan in existing.keys().filter(|n| !keep.contains(*n)) {
+        apply::delete_if_exists(&api, Some(ns), orphan).await?;
+    }
+    let aggregator = publics.remove(0);
+    Ok(Identities {
+        aggregator,
+        agents: publics,
+    })
+}
+
+/// The trust domain's CA Secret (`<td>-ca`), named in errors.
+async fn read_ca(
+    round: &Round<'_>,
+    api: &Api<Secret>,
+) -> Result<(String, crate::identity::SecretData), Error> {
+    let ns = &round.namespace;
+    let name = ca_secret_name(&round.fr.spec.trust_domain);
+    let what = describe::<Secret>(Some(ns), &name);
+    let data = apply::get_opt(api, Some(ns), &name)
+        .await?
+        .and_then(|s| s.data)
+        .ok_or_else(|| {
+            Error::MissingReference(format!("{what} (the trust domain's CA) does not exist yet"))
+        })?;
+    Ok((what, data))
+}
+
+/// Server-side applies every child and deletes Jobs and ConfigMaps the
+/// round no longer asks for.
+async fn apply_children(
+    round: &Round<'_>,
+    children: build::Children,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let ns = &round.namespace;
+    let client = &ctx.client;
+    let build::Children {
+        config_maps,
+        deployment,
+        service,
+        jobs,
+        network_policy,
+    } = children;
+    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let job_api: Api<Job> = Api::namespaced(client.clone(), ns);
+    let keep_cms: BTreeSet<String> = config_maps.iter().map(|c| c.name_any()).collect();
+    let keep_jobs: BTreeSet<String> = jobs.iter().map(|j| j.name_any()).collect();
+    for cm in &config_maps {
+        apply::apply(&cm_api, cm).await?;
+    }
+    apply::apply(&Api::<Service>::namespaced(client.clone(), ns), &service).await?;
+    apply::apply(
+        &Api::<Deployment>::namespaced(client.clone(), ns),
+        &deployment,
+    )
+    .await?;
+    for job in &jobs {
+        apply::apply(&job_api, job).await?;
+    }
+    apply::apply(
+        &Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+        &network_policy,
+    )
+    .await?;
+    let selector = labels::federation_round_selector(&round.name);
+    apply::delete_orphans(&job_api, Some(ns), &selector, &keep_jobs).await?;
+    apply::delete_orphans(&cm_api, Some(ns), &selector, &keep_cms).await?;
+    Ok(())
+}
+
+/// Deletes every child (garbage collection would too, but only after the
+/// round is gone; deleting now stops training at once) and records it.
+async fn cleanup(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
+    let ns = fr.namespace().unwrap_or_default();
+    let name = fr.name_any();
+    let client = &ctx.client;
+    let mut deleted = Vec::new();
+    let mut note = |kind: &str, gone: bool, n: String| {
+        if gone {
+            deleted.push(format!("{kind} {n}"));
+        }
+    };
+    let ns_ = Some(ns.as_str());
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for vault in &fr.spec.data.vaults {
+        let job = names::agent(&name, &vault.name);
+        note("Job", apply::delete_if_exists(&jobs, ns_, &job).await?, job);
+    }
+    let deployment = names::aggregator(&name);
+    let gone = apply::delete_if_exists(
+        &Api::<Deployment>::namespaced(client.clone(), &ns),
+        ns_,
+        &deployment,
+    )
+    .await?;
+    note("Deployment", gone, deployment.clone());
+    let gone = apply::delete_if_exists(
+        &Api::<Service>::namespaced(client.clone(), &ns),
+        ns_,
+        &deployment,
+    )
+    .await?;
+    note("Service", gone, deployment.clone());
+    let policy = names::network_policy(&name);
+    let gone = apply::delete_if_exists(
+        &Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
+        ns_,
+        &policy,
+    )
+    .await?;
+    note("NetworkPolicy", gone, policy);
+    let mut config_maps = vec![names::aggregator_config(&name)];
+    let mut party_secrets = vec![deployment];
+    for vault in &fr.spec.data.vaults {
+        config_maps.push(names::agent_config(&name, &vault.name));
+        party_secrets.push(names::agent(&name, &vault.name));
+    }
+    for cm in config_maps {
+        let gone = apply::delete_if_exists(&cms, ns_, &cm).await?;
+        note("ConfigMap", gone, cm);
+    }
+    for secret in party_secrets {
+        let gone = apply::delete_if_exists(&secrets_api, ns_, &secret).await?;
+        note("Secret", gone, secret);
+    }
+    if !deleted.is_empty() {
+        ctx.events
+            .normal(
+                fr,
+                "ChildrenDeleted",
+                "Cleanup",
+                format!("deleted {}", deleted.join(", ")),
+            )
+            .await;
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
