@@ -14,8 +14,8 @@ pub mod participant;
 pub mod server;
 pub mod status;
 
-/// OTLP trace export (crate `modelpub-otlp`, shared with the operator).
-pub use modelpub_otlp as tracing_export;
+/// OTLP trace export (crate `modelpub-telemetry`, shared with the operator).
+pub use modelpub_telemetry::otlp as tracing_export;
 
 pub use aggregator::AggregatorTelemetry;
 pub use metrics::{AggregatorMetrics, ParticipantMetrics};

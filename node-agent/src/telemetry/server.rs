@@ -5,52 +5,22 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use modelpub_telemetry::http;
+pub use modelpub_telemetry::http::{Health, Readiness, ServerError};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
-use super::metrics::render;
 use super::status::StatusBoard;
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("cannot listen for metrics on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-}
-
-/// Flipped once the role can do its work (the gRPC server is bound, or the
-/// participant has joined); `/readyz` answers 503 until then.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-/// Liveness: `Err(why)` when the process can no longer make progress (a
-/// poisoned state lock, say); `/healthz` then answers 503 with the reason.
-pub type Health = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
-
-#[derive(Clone)]
+/// The shared `/metrics`, `/healthz`, `/readyz`, plus `/status` (404 on a
+/// participant).
 pub struct TelemetryServer {
-    registry: Arc<Registry>,
+    registry: Registry,
     readiness: Readiness,
     health: Health,
     status: Option<Arc<StatusBoard>>,
@@ -59,7 +29,7 @@ pub struct TelemetryServer {
 impl TelemetryServer {
     pub fn new(registry: Registry, readiness: Readiness, health: Health) -> Self {
         Self {
-            registry: Arc::new(registry),
+            registry,
             readiness,
             health,
             status: None,
@@ -73,61 +43,21 @@ impl TelemetryServer {
     }
 
     pub fn router(self) -> Router {
-        Router::new()
-            .route("/metrics", get(metrics))
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
+        let status = Router::new()
             .route("/status", get(status))
-            .with_state(self)
+            .with_state(self.status);
+        http::router(self.registry, self.readiness, self.health).merge(status)
     }
 
     /// Binds `addr` (HOST:PORT; port 0 picks a free one) and serves in the
     /// background for as long as the runtime runs. Returns the bound address.
     pub async fn spawn(self, addr: &str) -> Result<SocketAddr, ServerError> {
-        let bind_error = |source| ServerError::Bind {
-            addr: addr.to_string(),
-            source,
-        };
-        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
-        let bound = listener.local_addr().map_err(bind_error)?;
-        let router = self.router();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::warn!(%bound, "metrics server stopped: {e}");
-            }
-        });
-        Ok(bound)
+        http::serve(addr, self.router()).await
     }
 }
 
-async fn metrics(State(server): State<TelemetryServer>) -> Response {
-    match render(&server.registry) {
-        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode metrics: {e}"),
-        )
-            .into_response(),
-    }
-}
-
-async fn healthz(State(server): State<TelemetryServer>) -> Response {
-    match (server.health)() {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
-    }
-}
-
-async fn readyz(State(server): State<TelemetryServer>) -> Response {
-    if server.readiness.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
-}
-
-async fn status(State(server): State<TelemetryServer>) -> Response {
-    match &server.status {
+async fn status(State(board): State<Option<Arc<StatusBoard>>>) -> Response {
+    match board {
         Some(board) => axum::Json(board.snapshot()).into_response(),
         None => (
             StatusCode::NOT_FOUND,
@@ -142,6 +72,7 @@ mod tests {
     use super::*;
     use crate::telemetry::metrics::AggregatorMetrics;
     use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// One HTTP/1.0 GET on a blocking socket: status code and body.
     fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -215,18 +146,5 @@ mod tests {
         assert_eq!(json["phase"], "Running");
         assert_eq!(json["current_round"], 1);
         assert_eq!(json["total_rounds"], 3);
-    }
-
-    #[tokio::test]
-    async fn a_taken_port_is_a_clear_error() {
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = taken.local_addr().unwrap().to_string();
-        let server = TelemetryServer::new(
-            Registry::default(),
-            Readiness::default(),
-            Arc::new(|| Ok(())),
-        );
-        let err = server.spawn(&addr).await.unwrap_err().to_string();
-        assert!(err.contains(&addr), "{err}");
     }
 }

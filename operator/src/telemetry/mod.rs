@@ -20,10 +20,10 @@ pub mod metrics;
 pub mod server;
 
 /// OTLP trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (crate
-/// `modelpub-otlp`, shared with the node-agent): in `main`, keep the
+/// `modelpub-telemetry`, shared with the node-agent): in `main`, keep the
 /// [`tracing_export::OtlpExport`] alive and add its `layer()` to the
 /// subscriber, as `modelpub`'s `main.rs` does.
-pub use modelpub_otlp as tracing_export;
+pub use modelpub_telemetry::otlp as tracing_export;
 
 pub use metrics::{Metrics, ReconcileRun};
 pub use server::{Readiness, ServerError, TelemetryServer};

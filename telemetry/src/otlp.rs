@@ -1,6 +1,4 @@
-//! ModelPub's OTLP trace export, one crate shared by the node-agent and the
-//! operator (neither depends on the other: the operator never links
-//! libtorch).
+//! OTLP trace export.
 //!
 //! Tracing spans go out over OTLP (gRPC) when an endpoint is configured
 //! (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`,
@@ -11,7 +9,6 @@
 //! It gets a small runtime of its own: the batch processor exports from its
 //! own thread, and tonic's connection needs a Tokio runtime that outlives
 //! every command's runtime, up to the final flush.
-#![forbid(unsafe_code)]
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
