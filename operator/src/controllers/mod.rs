@@ -6,13 +6,17 @@ pub mod compute_offer;
 pub mod federation_round;
 pub mod trust_domain;
 
+use std::fmt::Debug;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use crate::FINALIZER;
 use crate::apply::Object;
@@ -64,6 +68,31 @@ where
         }
     }
     result
+}
+
+/// Runs `controller` with `reconcile` until its watches end, registering
+/// its metric families first; per-object failures are already counted,
+/// logged as Events and requeued by [`error_policy`], so here they are
+/// only traced.
+pub async fn drive<K, Fut>(
+    name: &'static str,
+    controller: Controller<K>,
+    reconcile: impl FnMut(Arc<K>, Arc<Context>) -> Fut,
+    ctx: Arc<Context>,
+) where
+    K: Clone + Resource + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Debug + Unpin + Eq + Hash + Clone,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    ctx.metrics.register_controller(name);
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("{name} controller: {e}");
+            }
+        })
+        .await;
 }
 
 /// Error policy of every controller: retry after the object's next

@@ -21,7 +21,6 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
@@ -34,7 +33,7 @@ use modelpub_crds::{ComputeOffer, TrustDomain};
 
 use crate::apply;
 use crate::context::Context;
-use crate::controllers::{error_policy, reconcile_with_finalizer};
+use crate::controllers::{drive, reconcile_with_finalizer};
 use crate::error::Error;
 use crate::labels::selector_from_map;
 
@@ -73,15 +72,7 @@ pub fn offers_of(td: &TrustDomain, offers: &[Arc<ComputeOffer>]) -> Vec<ObjectRe
 
 /// Runs the controller until its watches end.
 pub async fn run(ctx: Arc<Context>) {
-    ctx.metrics.register_controller(CONTROLLER);
-    controller(ctx.client.clone())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!("computeoffer controller: {e}");
-            }
-        })
-        .await;
+    drive(CONTROLLER, controller(ctx.client.clone()), reconcile, ctx).await;
 }
 
 /// One reconcile of `co`.

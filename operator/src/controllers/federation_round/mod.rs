@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
@@ -41,7 +40,7 @@ use self::progress::{agents, status_url};
 use crate::apply::{self, Created, describe};
 use crate::context::Context;
 use crate::controllers::trust_domain::build::ca_secret_name;
-use crate::controllers::{error_policy, reconcile_with_finalizer};
+use crate::controllers::{drive, reconcile_with_finalizer};
 use crate::error::Error;
 use crate::labels;
 
@@ -65,15 +64,7 @@ pub fn controller(client: Client) -> Controller<FederationRound> {
 
 /// Runs the controller until its watches end.
 pub async fn run(ctx: Arc<Context>) {
-    ctx.metrics.register_controller(CONTROLLER);
-    controller(ctx.client.clone())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!("federationround controller: {e}");
-            }
-        })
-        .await;
+    drive(CONTROLLER, controller(ctx.client.clone()), reconcile, ctx).await;
 }
 
 /// One reconcile of `fr`.

@@ -19,7 +19,6 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -31,7 +30,7 @@ use modelpub_crds::TrustDomain;
 use self::build::KeySecret;
 use crate::apply::{self, Created, describe};
 use crate::context::Context;
-use crate::controllers::{error_policy, reconcile_with_finalizer};
+use crate::controllers::{drive, reconcile_with_finalizer};
 use crate::error::Error;
 use crate::identity::{self, CA_CRT, SecretData};
 use crate::labels;
@@ -57,15 +56,7 @@ pub fn controller(client: Client) -> Controller<TrustDomain> {
 
 /// Runs the controller until its watches end.
 pub async fn run(ctx: Arc<Context>) {
-    ctx.metrics.register_controller(CONTROLLER);
-    controller(ctx.client.clone())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!("trustdomain controller: {e}");
-            }
-        })
-        .await;
+    drive(CONTROLLER, controller(ctx.client.clone()), reconcile, ctx).await;
 }
 
 /// One reconcile of `td`.
