@@ -6,6 +6,7 @@
 
 pub mod dockerfile;
 pub mod helm;
+pub mod kubelet;
 pub mod manifest;
 pub mod prometheus;
 pub mod rbac;

@@ -1,0 +1,155 @@
+//! A process kubelet for the end-to-end suites: the only node of the test
+//! "cluster" served by [`crate::apiserver`] (or any API server), talking to
+//! it only through the Kubernetes API, as a real kubelet does.
+//!
+//! * [`pods`]: Pods whose image is one of the project's ([`images`]) run as
+//!   local processes of the binaries built from this repository, with their
+//!   command, args, env ([`env`]) and Secret/ConfigMap/emptyDir volumes
+//!   ([`volumes`]) materialised under a per-pod directory; phase, container
+//!   statuses, exit codes, restarts and readiness go to `pods/status`
+//!   ([`status`]).
+//! * [`translate`]: the container's absolute mount paths and its
+//!   network-namespace addresses, rewritten in what the process is given
+//!   (args, env, JSON config files) to the local directories and to the
+//!   pod's own loopback address ([`network`]).
+//! * [`services`]: each Service gets a loopback address; the kubelet
+//!   proxies its ports to the ready pods behind it.
+//! * [`workloads`]: Deployments and Jobs get their Pods and status.
+//! * [`node`]: the Node `process-node` with this machine's CPUs and memory.
+
+pub mod env;
+pub mod images;
+pub mod network;
+pub mod node;
+pub mod pods;
+pub mod probes;
+pub mod process;
+pub mod services;
+pub mod sources;
+pub mod status;
+pub mod translate;
+pub mod volumes;
+pub mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use tokio::task::JoinHandle;
+
+use images::ImageMap;
+use node::Capacity;
+use pods::PodRuntime;
+
+/// The node name the kubelet registers and runs pods for.
+pub const NODE_NAME: &str = "process-node";
+
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    pub node_name: String,
+    /// Pod directories (volumes, logs) live under `<work_dir>/pods`.
+    pub work_dir: PathBuf,
+    pub images: ImageMap,
+    pub capacity: Capacity,
+    /// Upper bound of a pod's `terminationGracePeriodSeconds` (tests need
+    /// not wait 30 s for a process that ignores SIGTERM).
+    pub max_grace: Duration,
+    /// First restart delay of a crashing container; it doubles up to
+    /// `max_restart_backoff`.
+    pub restart_backoff: Duration,
+    pub max_restart_backoff: Duration,
+    /// How often readiness probes run (the probe's own `periodSeconds` is
+    /// not waited for: tests should not sit out 10 s periods).
+    pub probe_period: Duration,
+    /// How often the workload controllers re-check everything even
+    /// without a watch event.
+    pub resync: Duration,
+}
+
+impl KubeletConfig {
+    /// The project's images from `bin_dir` (`target/<profile>`), data sets
+    /// from `data_dir`, this machine's capacity, short test timings.
+    pub fn new(work_dir: &Path, bin_dir: &Path, data_dir: &Path) -> Self {
+        Self {
+            node_name: NODE_NAME.into(),
+            work_dir: work_dir.to_path_buf(),
+            images: ImageMap::project(bin_dir, data_dir),
+            capacity: Capacity::of_this_machine(),
+            max_grace: Duration::from_secs(10),
+            restart_backoff: Duration::from_millis(500),
+            max_restart_backoff: Duration::from_secs(10),
+            probe_period: Duration::from_millis(500),
+            resync: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running kubelet; [`Kubelet::shutdown`] stops its pods' processes
+/// (dropping it aborts the loops, and `kill_on_drop` ends the processes).
+pub struct Kubelet {
+    pods: Arc<PodRuntime>,
+    tasks: Vec<JoinHandle<()>>,
+    config: Arc<KubeletConfig>,
+    salt: u64,
+}
+
+impl Kubelet {
+    /// Registers the Node and starts the pod runtime, the Service proxies
+    /// and the Deployment and Job controllers.
+    pub async fn start(client: Client, config: KubeletConfig) -> Result<Self, kube::Error> {
+        node::register(client.clone(), &config.node_name, &config.capacity).await?;
+        let config = Arc::new(config);
+        let salt = network::random_u64();
+        let pods = PodRuntime::new(client.clone(), config.clone(), salt);
+        let proxies = services::ServiceProxies::new(client.clone(), salt);
+        let tasks = vec![
+            tokio::spawn(pods.clone().run()),
+            tokio::spawn(proxies.run(config.resync)),
+            tokio::spawn(workloads::run(client, config.resync)),
+        ];
+        Ok(Self {
+            pods,
+            tasks,
+            config,
+            salt,
+        })
+    }
+
+    /// The loopback address where Service `namespace/name` is proxied
+    /// (what pods get for `<name>.<namespace>.svc`).
+    pub fn service_address(&self, namespace: &str, name: &str) -> std::net::Ipv4Addr {
+        network::service_ip(self.salt, namespace, name)
+    }
+
+    /// The local directory of a pod's volume (it goes when the pod does).
+    pub fn volume_dir(&self, namespace: &str, pod: &str, volume: &str) -> PathBuf {
+        PodRuntime::pod_root(&self.config.work_dir, namespace, pod)
+            .join("volumes")
+            .join(volume)
+    }
+
+    /// The log (stdout and stderr) of a container, as `kubectl logs` shows it.
+    pub fn log(&self, namespace: &str, pod: &str, container: &str) -> String {
+        let path = PodRuntime::pod_root(&self.config.work_dir, namespace, pod)
+            .join("logs")
+            .join(format!("{container}.log"));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Stops the controllers, then every pod's processes.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.pods.stop_all().await;
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
