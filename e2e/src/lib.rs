@@ -4,6 +4,7 @@
 //! chart with the real helm, the images' Dockerfiles).
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
 pub mod dockerfile;
 pub mod helm;
 pub mod kubelet;
