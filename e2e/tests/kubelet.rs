@@ -211,6 +211,7 @@ async fn a_job_seals_a_vault_with_a_key_from_a_mounted_secret() {
     let vault = c
         .kubelet
         .volume_dir("default", &name, "party")
+        .expect("the pod's directory")
         .join("vault");
     let sealed = std::fs::read_dir(&vault)
         .unwrap_or_else(|e| panic!("{} (the translated --out): {e}", vault.display()))
@@ -369,6 +370,11 @@ async fn a_deployment_behind_a_service_is_reached_on_loopback_and_scales_to_zero
     )
     .await;
     assert!(answer.contains("Directory listing"), "{answer}");
+    assert_eq!(
+        c.kubelet.cluster_url("http://web.default.svc:80/"),
+        format!("http://{service}/"),
+        "what a process outside the pods dials for a Service name"
+    );
     // From a pod: the Service's DNS name, as a pod in a cluster dials it.
     let _: Job = create(
         &c.client,
@@ -564,6 +570,7 @@ async fn a_federation_rounds_pods_train_to_the_end() {
     let rounds = c
         .kubelet
         .volume_dir("default", &aggregator, "party")
+        .expect("the aggregator pod's directory")
         .join("rounds.jsonl");
     let rounds = std::fs::read_to_string(&rounds).expect("the aggregator's rounds file");
     assert!(

@@ -123,17 +123,36 @@ impl Kubelet {
     }
 
     /// The local directory of a pod's volume (it goes when the pod does).
-    pub fn volume_dir(&self, namespace: &str, pod: &str, volume: &str) -> PathBuf {
-        PodRuntime::pod_root(&self.config.work_dir, namespace, pod)
-            .join("volumes")
-            .join(volume)
+    pub fn volume_dir(&self, namespace: &str, pod: &str, volume: &str) -> Option<PathBuf> {
+        Some(
+            PodRuntime::find_pod_root(&self.config.work_dir, namespace, pod)?
+                .join("volumes")
+                .join(volume),
+        )
+    }
+
+    /// `url` as a process outside the pods reaches it: a host naming a
+    /// Service (`<svc>.<ns>.svc[.cluster.local]`) becomes the Service's
+    /// loopback address (e.g. the operator's aggregator `/status` URL).
+    pub fn cluster_url(&self, url: &str) -> String {
+        translate::Translator {
+            mounts: translate::MountTable::default(),
+            pod_ip: std::net::Ipv4Addr::LOCALHOST,
+            namespace: "default".into(),
+            services: translate::ServiceNames {
+                salt: self.salt,
+                existing: Default::default(),
+            },
+        }
+        .string(url)
     }
 
     /// The log (stdout and stderr) of a container, as `kubectl logs` shows it.
     pub fn log(&self, namespace: &str, pod: &str, container: &str) -> String {
-        let path = PodRuntime::pod_root(&self.config.work_dir, namespace, pod)
-            .join("logs")
-            .join(format!("{container}.log"));
+        let Some(root) = PodRuntime::find_pod_root(&self.config.work_dir, namespace, pod) else {
+            return String::new();
+        };
+        let path = root.join("logs").join(format!("{container}.log"));
         std::fs::read_to_string(path).unwrap_or_default()
     }
 

@@ -56,9 +56,29 @@ impl PodRuntime {
         })
     }
 
-    /// Where the kubelet keeps a pod's volumes and logs.
-    pub fn pod_root(work_dir: &Path, namespace: &str, name: &str) -> PathBuf {
-        work_dir.join("pods").join(format!("{namespace}_{name}"))
+    /// Where the kubelet keeps a pod's volumes and logs: one directory
+    /// per pod uid, so a pod recreated under the same name never shares
+    /// (or has removed) the files of the one it replaces.
+    pub fn pod_root(work_dir: &Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        work_dir
+            .join("pods")
+            .join(format!("{namespace}_{name}_{uid}"))
+    }
+
+    /// The directory of the newest pod named `namespace/name`.
+    pub fn find_pod_root(work_dir: &Path, namespace: &str, name: &str) -> Option<PathBuf> {
+        let prefix = format!("{namespace}_{name}_");
+        std::fs::read_dir(work_dir.join("pods"))
+            .ok()?
+            .filter_map(Result::ok)
+            // Pod names cannot contain `_`: the prefix names one pod.
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .map(|e| e.path())
     }
 
     /// Watches Pods until the stream ends (never, short of a panic).
@@ -202,7 +222,8 @@ impl PodRuntime {
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let root = Self::pod_root(&self.config.work_dir, &ns, &name);
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let root = Self::pod_root(&self.config.work_dir, &ns, &name, &uid);
         let ip = match self.ips.lock().map(|mut p| p.allocate()) {
             Ok(Ok(ip)) => ip,
             _ => {
