@@ -523,6 +523,37 @@ async fn watch_from_a_resource_version_sees_later_changes_in_order() {
         panic!("{next:?}")
     };
     assert_eq!(cm.data.unwrap()["k"], "x");
+    // With a label selector, an object entering the selection is ADDED and
+    // one leaving it DELETED, as the real watch cache reports.
+    let rv = api
+        .get("a")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let selected = WatchParams::default().labels("pick=yes").timeout(5);
+    let mut stream = api.watch(&selected, &rv).await.unwrap().boxed();
+    for value in ["yes", "no"] {
+        let labels = json!({"metadata": {"labels": {"pick": value}}});
+        api.patch("a", &PatchParams::default(), &Patch::Merge(labels))
+            .await
+            .unwrap();
+    }
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        kinds.push(match event {
+            WatchEvent::Added(_) => "ADDED",
+            WatchEvent::Deleted(_) => "DELETED",
+            _ => "other",
+        });
+    }
+    assert_eq!(kinds, ["ADDED", "DELETED"]);
 }
 
 #[tokio::test]
@@ -1182,5 +1213,139 @@ async fn kubectl_apply_get_describe_delete() {
             .await
             .0,
         404
+    );
+}
+
+/// The collection path for a document, found through discovery as kubectl
+/// finds it.
+async fn collection_path(client: &kube::Client, doc: &Value) -> String {
+    let api_version = doc["apiVersion"].as_str().unwrap();
+    let kind = doc["kind"].as_str().unwrap();
+    let base = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    let (_, list) = call(client, "GET", &base, JSON, None).await;
+    let resource = list["resources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{base} not served: {list}"))
+        .iter()
+        .find(|r| r["kind"] == kind && !r["name"].as_str().unwrap().contains('/'))
+        .unwrap_or_else(|| panic!("{kind} not served"));
+    let plural = resource["name"].as_str().unwrap();
+    match doc["metadata"]["namespace"].as_str() {
+        Some(ns) if resource["namespaced"] == true => {
+            format!("{base}/namespaces/{ns}/{plural}")
+        }
+        _ => format!("{base}/{plural}"),
+    }
+}
+
+/// The chart's RBAC, installed as helm would, authorizes the operator's
+/// ServiceAccount for exactly its recorded requests (and the admission
+/// checks on blockOwnerDeletion), and nothing else.
+#[tokio::test]
+async fn chart_rbac_authorizes_the_operator_service_account() {
+    use modelpub_e2e::apiserver::{auth::User, rbac};
+    use modelpub_operator::rbac::{Scope, chart_grants};
+
+    let (server, admin) = start().await;
+    install_chart_crds(&admin).await;
+    namespace(&admin, "modelpub-system").await;
+    namespace(&admin, "modelpub").await;
+    let rendered = modelpub_e2e::helm::template("mp", "modelpub-system", &[]);
+    for doc in modelpub_e2e::manifest::parse_documents(&rendered).unwrap() {
+        let path = collection_path(&admin, &doc).await;
+        let (code, body) = call(&admin, "POST", &path, JSON, Some(doc)).await;
+        assert_eq!(code, 201, "{path}: {body}");
+    }
+    let user = User {
+        name: "system:serviceaccount:modelpub-system:mp-modelpub-operator".into(),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            "system:serviceaccounts:modelpub-system".into(),
+            "system:authenticated".into(),
+        ],
+    };
+    for (scope, grant) in chart_grants() {
+        let namespace = match scope {
+            Scope::Cluster => None,
+            Scope::LeaseNamespace => Some("modelpub-system"),
+        };
+        let (resource, subresource) = match grant.resource.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (grant.resource.as_str(), None),
+        };
+        let attributes = rbac::Attributes {
+            verb: &grant.verb,
+            group: &grant.group,
+            resource,
+            subresource,
+            namespace,
+            name: None,
+        };
+        assert!(
+            rbac::allowed(&server.state().store, &user, &attributes),
+            "the chart does not grant {grant}"
+        );
+    }
+    let sa = server
+        .client(&server.service_account_token("modelpub-system", "mp-modelpub-operator"))
+        .await
+        .unwrap();
+    let (code, _) = call(
+        &sa,
+        "GET",
+        "/apis/modelpub.io/v1alpha1/trustdomains",
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, body) = call(
+        &sa,
+        "GET",
+        "/api/v1/namespaces/modelpub/secrets",
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    // Nothing beyond the grants: no deleting namespaces, no reading Leases
+    // outside the leader-election namespace.
+    let (code, body) = call(&sa, "DELETE", "/api/v1/namespaces/modelpub", JSON, None).await;
+    assert_eq!(code, 403, "{body}");
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/modelpub/leases";
+    let (code, body) = call(&sa, "GET", leases, JSON, None).await;
+    assert_eq!(code, 403, "{body}");
+    // blockOwnerDeletion needs update on the owner's finalizers: granted for
+    // TrustDomains, not for ComputeOffers.
+    let (_, td) = call(&admin, "POST", TD, JSON, Some(trust_domain())).await;
+    let offer = json!({"apiVersion": "modelpub.io/v1alpha1", "kind": "ComputeOffer",
+        "metadata": {"name": "o", "namespace": "modelpub"},
+        "spec": {"trustDomain": "cardio-research", "resources": {"gpus": 1}}});
+    let (code, offer) = call(
+        &admin,
+        "POST",
+        "/apis/modelpub.io/v1alpha1/namespaces/modelpub/computeoffers",
+        JSON,
+        Some(offer),
+    )
+    .await;
+    assert_eq!(code, 201, "{offer}");
+    let owned_by = |owner: &Value, name: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]}})
+    };
+    let secrets = "/api/v1/namespaces/modelpub/secrets";
+    let (code, body) = call(&sa, "POST", secrets, JSON, Some(owned_by(&td, "identity"))).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = call(&sa, "POST", secrets, JSON, Some(owned_by(&offer, "other"))).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body["message"],
+        "secrets \"other\" is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: , <nil>"
     );
 }

@@ -29,13 +29,14 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::ServerState;
+use super::auth::User;
 use super::convert::{from_storage, to_storage};
 use super::discovery::{self, Resource};
 use super::rbac::{self, Attributes};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::ssa::{self, ApplyRequest};
 use super::status::{ApiError, Cause, json_response};
-use super::store::{Change, StoreKey, WriteError, resource_version};
+use super::store::{Change, EventKind, StoreKey, WriteError, resource_version};
 use super::{crds, openapi, patch, table};
 
 /// The server time, as metadata timestamps are written.
@@ -98,6 +99,7 @@ struct Ctx {
     subresource: Option<String>,
     query: HashMap<String, String>,
     headers: HeaderMap,
+    user: User,
 }
 
 impl Ctx {
@@ -240,6 +242,7 @@ async fn route(state: &Arc<ServerState>, req: Request) -> Result<Response, ApiEr
         subresource: subresource.map(str::to_string),
         query,
         headers,
+        user,
     };
     match verb {
         "get" => get(&ctx),
@@ -362,11 +365,18 @@ fn watch_stream(ctx: &Ctx) -> Result<Response, ApiError> {
     let mut backlog = VecDeque::new();
     let (changes, receiver, start_rv) = match since {
         Some(rv) if !initial_events => {
-            let (changes, receiver) = ctx
-                .state
-                .store
-                .watch(&key, rv)
-                .map_err(|t| ApiError::gone(t.requested, t.oldest))?;
+            let (changes, receiver) = match ctx.state.store.watch(&key, rv) {
+                Ok(found) => found,
+                // The real server starts the watch and sends the 410 as
+                // its one ERROR event; clients then list again.
+                Err(t) => {
+                    let status = ApiError::gone(t.requested, t.oldest).body();
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &json!({"type": "ERROR", "object": status}),
+                    ));
+                }
+            };
             (changes, receiver, rv)
         }
         _ => {
@@ -408,9 +418,22 @@ fn watch_stream(ctx: &Ctx) -> Result<Response, ApiError> {
             return None;
         }
         let view = from_storage(&resource, change.object.clone());
-        filter
-            .matches(&view)
-            .then(|| json!({"type": change.kind.as_str(), "object": view}))
+        let now_matches = filter.matches(&view);
+        let matched_before = change
+            .previous
+            .as_ref()
+            .is_some_and(|p| filter.matches(&from_storage(&resource, p.clone())));
+        // As the real watch cache does: an object entering the selection is
+        // ADDED, one leaving it DELETED.
+        let kind = match (change.kind, matched_before, now_matches) {
+            (EventKind::Modified, true, true) => "MODIFIED",
+            (EventKind::Modified, false, true) => "ADDED",
+            (EventKind::Modified, true, false) => "DELETED",
+            (EventKind::Modified, false, false) => return None,
+            (other, _, true) => other.as_str(),
+            (_, _, false) => return None,
+        };
+        Some(json!({"type": kind, "object": view}))
     };
     let mut last_rv = start_rv;
     for change in &changes {
@@ -781,6 +804,7 @@ fn commit_create(ctx: &Ctx, stored: Value) -> Result<Response, ApiError> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    owner_reference_admission(ctx, None, &stored, &name)?;
     if ctx.dry_run() {
         return Ok(json_response(
             StatusCode::CREATED,
@@ -945,6 +969,7 @@ fn write_update(
     if comparable(&new) == comparable(&current_view) {
         return Ok(current_view);
     }
+    owner_reference_admission(ctx, Some(&current_view), &new, &ctx.name)?;
     if ctx.dry_run() {
         return Ok(new);
     }
@@ -965,6 +990,101 @@ fn write_update(
     let stored = finish_if_released(&ctx.state, &ctx.key(), stored);
     ctx.state.gc.notify_one();
     Ok(from_storage(&ctx.resource, stored))
+}
+
+fn owner_references(object: Option<&Value>) -> Vec<Value> {
+    object
+        .and_then(|o| o.pointer("/metadata/ownerReferences"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The OwnerReferencesPermissionEnforcement admission plugin, as enabled on
+/// real clusters: changing an object's ownerReferences (other than on
+/// create) needs `delete` on the object, and setting
+/// `blockOwnerDeletion: true` needs `update` on the owner's `finalizers`
+/// subresource. 403 otherwise, with the plugin's wording.
+fn owner_reference_admission(
+    ctx: &Ctx,
+    old: Option<&Value>,
+    new: &Value,
+    name: &str,
+) -> Result<(), ApiError> {
+    let before = owner_references(old);
+    let after = owner_references(Some(new));
+    let pods_status = ctx.resource.group.is_empty()
+        && ctx.resource.plural == "pods"
+        && ctx.subresource.as_deref() == Some("status");
+    if before == after || pods_status {
+        return Ok(());
+    }
+    let r = &ctx.resource;
+    let namespace = (!ctx.namespace.is_empty()).then_some(ctx.namespace.as_str());
+    let forbidden =
+        |why: &str| ApiError::forbidden(&r.plural, &r.group, name, format!("{why}: , <nil>"));
+    if old.is_some() {
+        let may_delete = rbac::allowed(
+            &ctx.state.store,
+            &ctx.user,
+            &Attributes {
+                verb: "delete",
+                group: &r.group,
+                resource: &r.plural,
+                subresource: None,
+                namespace,
+                name: Some(name),
+            },
+        );
+        if !may_delete {
+            return Err(forbidden(
+                "cannot set an ownerRef on a resource you can't delete",
+            ));
+        }
+    }
+    let blocking = |refs: &[Value], uid: &Value| {
+        refs.iter()
+            .any(|o| o.get("uid") == Some(uid) && o.get("blockOwnerDeletion") == Some(&json!(true)))
+    };
+    let resources = ctx.state.resources();
+    for owner in &after {
+        let uid = owner.get("uid").cloned().unwrap_or(Value::Null);
+        if !blocking(&after, &uid) || blocking(&before, &uid) {
+            continue;
+        }
+        let api_version = owner
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kind = owner.get("kind").and_then(Value::as_str).unwrap_or("");
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let Some(mapped) = resources
+            .iter()
+            .find(|x| x.group == group && x.version == version && x.kind == kind)
+        else {
+            return Err(forbidden(&format!(
+                "cannot set blockOwnerDeletion in this case because cannot find RESTMapping for APIVersion {api_version} Kind {kind}"
+            )));
+        };
+        let may_finalize = rbac::allowed(
+            &ctx.state.store,
+            &ctx.user,
+            &Attributes {
+                verb: "update",
+                group,
+                resource: &mapped.plural,
+                subresource: Some("finalizers"),
+                namespace,
+                name: owner.get("name").and_then(Value::as_str),
+            },
+        );
+        if !may_finalize {
+            return Err(forbidden(
+                "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Removes an object being deleted once its last finalizer is gone.

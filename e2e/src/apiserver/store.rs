@@ -44,6 +44,9 @@ pub struct Change {
     pub key: StoreKey,
     pub namespace: String,
     pub object: Value,
+    /// The object before a modification, so a watch with a selector can
+    /// tell an object entering or leaving it.
+    pub previous: Option<Value>,
 }
 
 /// Why a write was refused.
@@ -216,6 +219,7 @@ impl Store {
                 key: key.clone(),
                 namespace: namespace.to_string(),
                 object: object.clone(),
+                previous: None,
             },
         );
         Ok(object)
@@ -240,6 +244,7 @@ impl Store {
         if resource_version(current) != Some(expected_rv) {
             return Err(WriteError::Conflict);
         }
+        let previous = Some(current.clone());
         inner.rv += 1;
         let rv = inner.rv;
         set_rv(&mut object, rv);
@@ -256,6 +261,7 @@ impl Store {
                 key: key.clone(),
                 namespace: namespace.to_string(),
                 object: object.clone(),
+                previous,
             },
         );
         Ok(object)
@@ -296,6 +302,7 @@ impl Store {
                 key: key.clone(),
                 namespace: namespace.to_string(),
                 object: object.clone(),
+                previous: None,
             },
         );
         Ok(object)
