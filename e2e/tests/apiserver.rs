@@ -1349,3 +1349,107 @@ async fn chart_rbac_authorizes_the_operator_service_account() {
         "secrets \"other\" is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: , <nil>"
     );
 }
+
+/// Events written through events.k8s.io/v1 (as kube's Recorder does) are
+/// the v1 Events `kubectl describe` lists by involvedObject, as on a real
+/// cluster where both APIs share one store.
+#[tokio::test]
+async fn events_k8s_io_events_are_core_events() {
+    let (_server, client) = start().await;
+    let event = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "td.1", "namespace": "default"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"apiVersion": "modelpub.io/v1alpha1", "kind": "TrustDomain", "name": "td", "namespace": "default", "uid": "u-1"},
+        "reason": "Issued", "note": "identity issued", "type": "Normal", "action": "Reconcile",
+        "reportingController": "modelpub-operator", "reportingInstance": "op-1",
+    });
+    let (code, body) = call(
+        &client,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        JSON,
+        Some(event),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["note"], "identity issued");
+    let selector = "involvedObject.name=td,involvedObject.kind=TrustDomain,involvedObject.uid=u-1";
+    let (code, list) = call(
+        &client,
+        "GET",
+        &format!("/api/v1/namespaces/default/events?fieldSelector={selector}"),
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(
+        (items[0]["message"].as_str(), items[0]["reason"].as_str()),
+        (Some("identity issued"), Some("Issued"))
+    );
+    assert_eq!(items[0]["source"]["component"], "modelpub-operator");
+    let (_, none) = call(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name=other",
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(none["items"], json!([]));
+}
+
+/// Server-side apply on /status (how the operator writes status) owns
+/// status fields separately from the spec's managers.
+#[tokio::test]
+async fn server_side_apply_on_status() {
+    let (_server, client) = start().await;
+    install_chart_crds(&client).await;
+    namespace(&client, "modelpub").await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("modelpub.io", "v1alpha1", "TrustDomain"),
+        "trustdomains",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "modelpub", &ar);
+    let td: DynamicObject = serde_json::from_value(trust_domain()).unwrap();
+    api.patch(
+        "cardio-research",
+        &PatchParams::apply("user"),
+        &Patch::Apply(&td),
+    )
+    .await
+    .unwrap();
+    let status = json!({"apiVersion": "modelpub.io/v1alpha1", "kind": "TrustDomain",
+        "status": {"identityFingerprint": "SHA256:aa", "conditions": [{"type": "Ready", "status": "True",
+            "reason": "Issued", "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    let params = PatchParams::apply("modelpub-operator").force();
+    let after = api
+        .patch_status("cardio-research", &params, &Patch::Apply(&status))
+        .await
+        .unwrap();
+    assert_eq!(after.data["status"]["identityFingerprint"], "SHA256:aa");
+    assert_eq!(
+        after.metadata.generation,
+        Some(1),
+        "a status write is no spec change"
+    );
+    let managers = after.metadata.managed_fields.unwrap();
+    let status_manager = managers
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("modelpub-operator"))
+        .unwrap();
+    assert_eq!(status_manager.subresource.as_deref(), Some("status"));
+    // Re-applying the spec leaves status alone.
+    let again = api
+        .patch(
+            "cardio-research",
+            &PatchParams::apply("user"),
+            &Patch::Apply(&td),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.data["status"]["identityFingerprint"], "SHA256:aa");
+}
