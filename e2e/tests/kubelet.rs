@@ -254,6 +254,14 @@ async fn failures_are_reported_with_their_exit_codes_and_foreign_images_never_ru
             "name": "py", "image": PYTHON, "args": ["-c", "import sys; sys.exit(3)"]}]}}),
     )
     .await;
+    // Alive as a process but failing its liveness probe: restarted.
+    let _: Pod = create(
+        &c.client,
+        json!({"metadata": {"name": "unhealthy"}, "spec": {"containers": [{
+            "name": "py", "image": PYTHON, "args": ["-c", "import time; time.sleep(600)"],
+            "livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 2}}]}}),
+    )
+    .await;
     // A Job whose pods fail: retried once (backoffLimit 1), then Failed.
     let _: Job = create(
         &c.client,
@@ -291,6 +299,21 @@ async fn failures_are_reported_with_their_exit_codes_and_foreign_images_never_ru
     .await;
     let last = crash.last_state.unwrap().terminated.unwrap();
     assert_eq!(last.exit_code, 3);
+    let unhealthy = eventually("pod unhealthy restarted", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("unhealthy").await.ok()?;
+            let s = p.status.as_ref()?.container_statuses.as_ref()?[0].clone();
+            (s.restart_count >= 1).then_some(s)
+        }
+    })
+    .await;
+    let killed = unhealthy.last_state.unwrap().terminated.unwrap();
+    assert_eq!(
+        (killed.exit_code, killed.signal),
+        (143, Some(15)),
+        "stopped with SIGTERM"
+    );
     let doomed = job_finished(&c.client, "doomed", "Failed").await;
     assert_eq!(
         job_condition(&doomed, "Failed").as_deref(),

@@ -59,8 +59,8 @@ pub struct KubeletConfig {
     /// `max_restart_backoff`.
     pub restart_backoff: Duration,
     pub max_restart_backoff: Duration,
-    /// How often readiness probes run (the probe's own `periodSeconds` is
-    /// not waited for: tests should not sit out 10 s periods).
+    /// The longest period between probes (a probe's own `periodSeconds`
+    /// when shorter): tests should not sit out 10 s periods.
     pub probe_period: Duration,
     /// How often the workload controllers re-check everything even
     /// without a watch event.

@@ -41,10 +41,13 @@ pub fn random_u64() -> u64 {
     h.finish()
 }
 
-/// Pod addresses of one kubelet: `127.<block>.<hi>.<lo>`.
+/// Pod addresses of one kubelet: `127.<block>.<hi>.<lo>`, handed out
+/// from a random starting point so that two kubelets on one machine (tests
+/// running at once) practically never hand out the same address.
 #[derive(Debug)]
 pub struct PodIpPool {
     block: u8,
+    start: u16,
     in_use: BTreeSet<u16>,
 }
 
@@ -58,12 +61,14 @@ impl PodIpPool {
     pub fn new(seed: u64) -> Self {
         Self {
             block: 2 + (seed % 126) as u8,
+            start: (seed >> 8) as u16,
             in_use: BTreeSet::new(),
         }
     }
 
     pub fn allocate(&mut self) -> Result<Ipv4Addr, PoolExhausted> {
-        let n = (1..u16::MAX)
+        let n = (0..=u16::MAX)
+            .map(|i| self.start.wrapping_add(i))
             .find(|n| n & 0xff != 0 && n & 0xff != 0xff && !self.in_use.contains(n))
             .ok_or(PoolExhausted(self.block))?;
         self.in_use.insert(n);
@@ -104,5 +109,15 @@ mod tests {
         pool.release(a);
         assert_eq!(pool.allocate().unwrap(), a);
         assert!(pool.allocate().unwrap().octets()[3] != 0);
+        // same block, another starting point: another address
+        let seed = 5 + 126 * 256 * 7;
+        let mut other = PodIpPool::new(seed);
+        let first = other.allocate().unwrap();
+        assert_eq!(first.octets()[1], 7);
+        assert_ne!(first, a);
+        for _ in 0..600 {
+            let ip = other.allocate().unwrap();
+            assert!(ip.octets()[3] != 0 && ip.octets()[3] != 255, "{ip}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The pod runtime: watches Pods bound to this node (or to no node: the
 //! process kubelet is the cluster's only node and its scheduler), runs each
 //! as local processes (init containers in order, then the containers
-//! together, restarted per `restartPolicy`), reports through
+//! together, restarted per `restartPolicy`, and when their liveness probe
+//! fails), reports through
 //! `pods/status`, and stops the processes (SIGTERM, then SIGKILL after the
 //! grace period) when the Pod is deleted.
 //!
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -416,8 +417,15 @@ impl PodWorker {
             "OnFailure"
         };
         for (i, launch) in launches.iter().enumerate() {
-            self.supervise(Slot::Init(i), launch, init_policy, grace, stop.clone())
-                .await;
+            self.supervise(
+                Slot::Init(i),
+                launch,
+                None,
+                init_policy,
+                grace,
+                stop.clone(),
+            )
+            .await;
             let ok = self.record.lock().await.init[i].succeeded();
             if !ok || stopped(stop) {
                 stopping(stop).await;
@@ -425,10 +433,18 @@ impl PodWorker {
             }
         }
         // 5. the containers, together, with readiness probes
-        let supervisors = main_launches
-            .iter()
-            .enumerate()
-            .map(|(i, launch)| self.supervise(Slot::Main(i), launch, &policy, grace, stop.clone()));
+        let supervisors = main_launches.iter().enumerate().map(|(i, launch)| {
+            let c = &spec.containers[i];
+            let liveness = c.liveness_probe.as_ref().map(|p| (p, c));
+            self.supervise(
+                Slot::Main(i),
+                launch,
+                liveness,
+                &policy,
+                grace,
+                stop.clone(),
+            )
+        });
         let probes = self.probe_loop(&spec.containers);
         tokio::select! {
             _ = futures::future::join_all(supervisors) => {}
@@ -546,6 +562,7 @@ impl PodWorker {
         &self,
         slot: Slot,
         launch: &Launch,
+        liveness: Option<(&Probe, &Container)>,
         policy: &str,
         grace: Duration,
         mut stop: watch::Receiver<bool>,
@@ -568,6 +585,11 @@ impl PodWorker {
                         status = child.wait() => match status {
                             Ok(s) => process::exit_code(s),
                             Err(_) => (1, None),
+                        },
+                        reason = self.liveness_failure(liveness) => {
+                            tracing::info!("kubelet: {} failed its liveness probe ({reason}): restarting", launch.binary.display());
+                            let status = process::terminate(&mut child, grace).await;
+                            status.map(process::exit_code).unwrap_or((137, Some(9)))
                         },
                         _ = stopping(&mut stop) => {
                             let status = process::terminate(&mut child, grace).await;
@@ -615,6 +637,34 @@ impl PodWorker {
                 _ = wait => {}
                 _ = stopping(&mut stop) => {}
             }
+        }
+    }
+
+    /// Resolves once a liveness probe has failed `failureThreshold` times in
+    /// a row (after `initialDelaySeconds`; periods no longer than the
+    /// kubelet's probe period); never without a probe.
+    async fn liveness_failure(&self, liveness: Option<(&Probe, &Container)>) -> String {
+        let Some((probe, container)) = liveness else {
+            return std::future::pending().await;
+        };
+        let secs = |s: Option<i32>, default: i32| {
+            Duration::from_secs(u64::try_from(s.unwrap_or(default)).unwrap_or(0))
+        };
+        tokio::time::sleep(secs(probe.initial_delay_seconds, 0)).await;
+        let period = secs(probe.period_seconds, 10).min(self.rt.config.probe_period);
+        let threshold = probe.failure_threshold.unwrap_or(3).max(1);
+        let mut failures = 0;
+        loop {
+            match super::probes::check(probe, container, self.ip).await {
+                Ok(()) => failures = 0,
+                Err(reason) => {
+                    failures += 1;
+                    if failures >= threshold {
+                        return reason;
+                    }
+                }
+            }
+            tokio::time::sleep(period).await;
         }
     }
 

@@ -1,7 +1,9 @@
-//! Readiness probes against a pod's loopback address: `httpGet` (a 2xx or
-//! 3xx answer) and `tcpSocket` (a connection). `exec` probes would run a
-//! command inside the container, which a process has no image for: such a
-//! container never becomes ready, and the probe says why.
+//! Readiness and liveness probes against a pod's loopback address:
+//! `httpGet` (a 2xx or 3xx answer) and `tcpSocket` (a connection). `exec`
+//! probes would run a command inside the container, which a process has no
+//! image for: they always fail, saying why (a container with an exec
+//! readiness probe never becomes ready; with an exec liveness probe it is
+//! restarted), so nothing passes unchecked.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
