@@ -217,7 +217,9 @@ pub fn json_patch(doc: &Value, operations: &Value) -> Result<Value, JsonPatchErr
                 add(&mut out, path, copied)?;
             }
             "test" => {
-                if out.pointer(path) != Some(&value()?) {
+                // As the API server's JSON patch library: a missing value
+                // tests equal to null (kube's finalizer helper relies on it).
+                if out.pointer(path).unwrap_or(&Value::Null) != &value()? {
                     return Err(JsonPatchError(format!(
                         "testing value {path} failed: test failed"
                     )));
@@ -256,6 +258,9 @@ mod tests {
         assert_eq!(out, json!({"foo": ["qux", "baz"]}));
         assert!(json_patch(&doc, &json!([{"op": "test", "path": "/foo/0", "value": 1}])).is_err());
         assert!(json_patch(&doc, &json!([{"op": "remove", "path": "/nope"}])).is_err());
+        let missing_is_null =
+            json!([{"op": "test", "path": "/metadata/finalizers", "value": null}]);
+        assert!(json_patch(&json!({"metadata": {}}), &missing_is_null).is_ok());
     }
 
     #[test]
