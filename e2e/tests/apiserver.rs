@@ -302,6 +302,22 @@ async fn create_sets_server_fields_and_get_answers_404_like_the_real_server() {
         (409, Some("AlreadyExists"))
     );
     assert_eq!(again["message"], "configmaps \"c\" already exists");
+    let (code, bad) = call(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        JSON,
+        Some(configmap("Bad_Name", json!({}))),
+    )
+    .await;
+    assert_eq!((code, bad["reason"].as_str()), (422, Some("Invalid")));
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
+        "{bad}"
+    );
     let (code, missing) = call(
         &client,
         "GET",

@@ -644,6 +644,34 @@ fn admit_custom(ctx: &Ctx, object: Value, old: Option<&Value>) -> Result<Value, 
     })
 }
 
+fn is_label(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    let inner_ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    inner_ok && edge(bytes.first()) && edge(bytes.last())
+}
+
+/// What is wrong with an object name, in the real server's words:
+/// namespaces must be RFC 1123 labels, everything else RFC 1123 subdomains.
+fn name_problem(resource: &Resource, name: &str) -> Option<String> {
+    if resource.group.is_empty() && resource.plural == "namespaces" {
+        if name.len() > 63 {
+            return Some("must be no more than 63 characters".into());
+        }
+        return (!is_label(name)).then(|| {
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".into()
+        });
+    }
+    if name.len() > 253 {
+        return Some("must be no more than 253 characters".into());
+    }
+    (!name.split('.').all(is_label)).then(|| {
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into()
+    })
+}
+
 /// Fills in what the server sets on create and checks the object.
 fn prepare_create(ctx: &Ctx, mut object: Value, keep_managed: bool) -> Result<Value, ApiError> {
     check_type(&ctx.resource, &mut object)?;
@@ -668,6 +696,18 @@ fn prepare_create(ctx: &Ctx, mut object: Value, keep_managed: bool) -> Result<Va
             }
         },
     };
+    if let Some(problem) = name_problem(&ctx.resource, &name) {
+        return Err(ApiError::invalid(
+            &ctx.resource.kind,
+            &ctx.resource.group,
+            &name,
+            vec![Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: {name:?}: {problem}"),
+                field: "metadata.name".into(),
+            }],
+        ));
+    }
     meta.insert("name".into(), json!(name));
     if ctx.resource.namespaced {
         match meta.get("namespace").and_then(Value::as_str) {
