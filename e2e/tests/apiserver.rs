@@ -199,10 +199,10 @@ async fn rbac_denies_what_no_role_grants() {
         body["message"],
         "secrets is forbidden: User \"system:serviceaccount:ns:sa\" cannot list resource \"secrets\" in API group \"\" in the namespace \"ns\""
     );
-    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "read"},
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "e2e:read"},
         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]});
     let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "read"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "e2e:read"},
         "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": "ns"}]});
     assert_eq!(
         call(

@@ -654,8 +654,18 @@ fn is_label(part: &str) -> bool {
 }
 
 /// What is wrong with an object name, in the real server's words:
-/// namespaces must be RFC 1123 labels, everything else RFC 1123 subdomains.
+/// namespaces must be RFC 1123 labels, RBAC objects path segments,
+/// everything else RFC 1123 subdomains.
 fn name_problem(resource: &Resource, name: &str) -> Option<String> {
+    if resource.group == "rbac.authorization.k8s.io" {
+        // RBAC names are path segments (`system:controller:...` is valid).
+        return match name {
+            "." | ".." => Some(format!("may not be '{name}'")),
+            _ if name.contains('/') => Some("may not contain '/'".into()),
+            _ if name.contains('%') => Some("may not contain '%'".into()),
+            _ => None,
+        };
+    }
     if resource.group.is_empty() && resource.plural == "namespaces" {
         if name.len() > 63 {
             return Some("must be no more than 63 characters".into());
