@@ -1219,6 +1219,28 @@ async fn kubectl_apply_get_describe_delete() {
     );
     let out = run(s(&["apply", "--server-side", "-f", example])).await;
     assert!(out.contains("serverside-applied"), "{out}");
+    // A built-in kind goes through kubectl's strategic merge patch.
+    let cm = dir.path().join("cm.yaml");
+    let cm_path = cm.to_str().unwrap();
+    let manifest = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: modelpub\ndata:\n  mode: {value}\n"
+        )
+    };
+    std::fs::write(&cm, manifest("first")).unwrap();
+    run(s(&["apply", "-f", cm_path])).await;
+    std::fs::write(&cm, manifest("second")).unwrap();
+    let out = run(s(&["apply", "-f", cm_path])).await;
+    assert!(out.contains("configmap/settings configured"), "{out}");
+    let (_, live) = call(
+        &client,
+        "GET",
+        "/api/v1/namespaces/modelpub/configmaps/settings",
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(live["data"]["mode"], "second");
     let out = run(s(&["-n", "modelpub", "delete", "td", "cardio-research"])).await;
     assert!(
         out.contains("trustdomain.modelpub.io \"cardio-research\" deleted"),
