@@ -20,6 +20,7 @@ pub mod crds;
 pub mod discovery;
 pub mod gc;
 pub mod handlers;
+pub mod install;
 pub mod openapi;
 pub mod patch;
 pub mod rbac;
