@@ -1235,6 +1235,14 @@ async fn kubectl_apply_get_describe_delete() {
     )
     .await;
     assert_eq!(live["data"]["mode"], "second");
+    // Built-in typed describers and the default table work too.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "modelpub"},
+        "spec": {"containers": [{"name": "c", "image": "ghcr.io/modelpub/modelpub-node-agent:dev"}]}});
+    install::create(&client, &pod).await.unwrap();
+    let out = run(s(&["get", "pods", "-A"])).await;
+    assert!(out.contains("modelpub") && out.contains(" p "), "{out}");
+    let out = run(s(&["-n", "modelpub", "describe", "pod", "p"])).await;
+    assert!(out.contains("Status:") && out.contains("Pending"), "{out}");
     let out = run(s(&["-n", "modelpub", "delete", "td", "cardio-research"])).await;
     assert!(
         out.contains("trustdomain.modelpub.io \"cardio-research\" deleted"),
