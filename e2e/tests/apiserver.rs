@@ -1067,6 +1067,26 @@ async fn invalid_examples_are_refused_with_the_field_path() {
             "{shown}: expected {field}: {words} in {body}"
         );
     }
+    // Without Strict the unknown field is dropped, with a warning.
+    let mut typo = trust_domain();
+    typo["metadata"]["name"] = json!("typo");
+    typo["spec"]["polcy"] = json!({"consentRequired": false});
+    let request = http::Request::post(TD)
+        .header("content-type", JSON)
+        .body(kube::client::Body::from(typo.to_string().into_bytes()))
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let warning = response
+        .headers()
+        .get("warning")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(warning, "299 - \"unknown field \\\"spec.polcy\\\"\"");
+    let (_, stored) = call(&client, "GET", &format!("{TD}/typo"), JSON, None).await;
+    assert!(stored["spec"].get("polcy").is_none(), "{stored}");
 }
 
 #[tokio::test]

@@ -100,6 +100,8 @@ struct Ctx {
     query: HashMap<String, String>,
     headers: HeaderMap,
     user: User,
+    /// `Warning` headers for the response (unknown fields dropped).
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl Ctx {
@@ -243,8 +245,9 @@ async fn route(state: &Arc<ServerState>, req: Request) -> Result<Response, ApiEr
         query,
         headers,
         user,
+        warnings: std::sync::Mutex::new(Vec::new()),
     };
-    match verb {
+    let mut response = match verb {
         "get" => get(&ctx),
         "list" => list(&ctx),
         "watch" => watch_stream(&ctx),
@@ -253,7 +256,15 @@ async fn route(state: &Arc<ServerState>, req: Request) -> Result<Response, ApiEr
         "patch" => patch_object(&ctx, &body),
         "delete" => delete(&ctx, &body),
         _ => delete_collection(&ctx, &body),
+    }?;
+    let warnings = ctx.warnings.lock().unwrap_or_else(|e| e.into_inner());
+    for warning in warnings.iter() {
+        let text = format!("299 - {warning:?}");
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", value);
+        }
     }
+    Ok(response)
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
@@ -589,7 +600,8 @@ fn prune(object: &mut Value, path: &str) {
 
 /// Defaults and validates a custom resource as the CRD says. Unknown fields
 /// are an error with `fieldValidation=Strict` (what kubectl sends) and are
-/// pruned otherwise, as the real server does.
+/// pruned otherwise, with a `Warning` header unless `Ignore` (the default is
+/// `Warn`), as the real server does.
 fn admit_custom(ctx: &Ctx, object: Value, old: Option<&Value>) -> Result<Value, ApiError> {
     let Some(custom) = &ctx.resource.custom else {
         return Ok(object);
@@ -628,8 +640,13 @@ fn admit_custom(ctx: &Ctx, object: Value, old: Option<&Value>) -> Result<Value, 
                         fields.join(", ")
                     )));
                 }
+                let warn = ctx.q("fieldValidation") != Some("Ignore");
+                let mut warnings = ctx.warnings.lock().unwrap_or_else(|e| e.into_inner());
                 for e in unknown {
                     prune(&mut object, &e.path);
+                    if warn {
+                        warnings.push(format!("unknown field {:?}", e.path));
+                    }
                 }
             }
         }
