@@ -1484,3 +1484,118 @@ async fn server_side_apply_on_status() {
         .unwrap();
     assert_eq!(again.data["status"]["identityFingerprint"], "SHA256:aa");
 }
+
+/// `modelpub-operator` next to the test executable (built by `cargo build
+/// --workspace --bins`, as scripts/test.sh does), or `$MODELPUB_OPERATOR_BIN`.
+fn operator_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MODELPUB_OPERATOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("modelpub-operator");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build --workspace --bins` or set MODELPUB_OPERATOR_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The real operator, with only its ServiceAccount's token and the chart's
+/// RBAC, reconciles a TrustDomain against this server: finalizer, identity
+/// Secrets (blockOwnerDeletion admitted), status by server-side apply,
+/// events, and cleanup on deletion. Any request the chart does not allow
+/// would be a 403 and stall it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_reconciles_with_only_the_charts_rbac() {
+    let (server, admin) = start().await;
+    install_chart_crds(&admin).await;
+    namespace(&admin, "modelpub-system").await;
+    namespace(&admin, "modelpub").await;
+    let rendered = modelpub_e2e::helm::template("mp", "modelpub-system", &[]);
+    // The operator runs here as a process, not as the chart's Deployment.
+    let docs: Vec<Value> = modelpub_e2e::manifest::parse_documents(&rendered).unwrap();
+    for doc in docs.iter().filter(|d| d["kind"] != "Deployment") {
+        install::create(&admin, doc).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let token = server.service_account_token("modelpub-system", "mp-modelpub-operator");
+    server.write_kubeconfig(&kubeconfig, &token).unwrap();
+    let mut operator = tokio::process::Command::new(operator_bin())
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--lease-namespace",
+            "modelpub-system",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // hospital-c's example key is not an Ed25519 point the operator accepts;
+    // the two other members are enough here.
+    let mut td = trust_domain();
+    td["spec"]["members"].as_array_mut().unwrap().truncate(1);
+    assert_eq!(call(&admin, "POST", TD, JSON, Some(td)).await.0, 201);
+    let path = format!("{TD}/cardio-research");
+    let mut live = Value::Null;
+    for _ in 0..200 {
+        live = call(&admin, "GET", &path, JSON, None).await.1;
+        if live["status"]["identityFingerprint"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        live["status"]["identityFingerprint"].is_string(),
+        "{live:#}"
+    );
+    assert!(
+        !live["metadata"]["finalizers"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let (_, secrets) = call(
+        &admin,
+        "GET",
+        "/api/v1/namespaces/modelpub/secrets",
+        JSON,
+        None,
+    )
+    .await;
+    let names: Vec<&str> = secrets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["cardio-research-ca", "cardio-research-identity"]);
+    let (_, events) = call(
+        &admin,
+        "GET",
+        "/api/v1/namespaces/modelpub/events?fieldSelector=involvedObject.name=cardio-research",
+        JSON,
+        None,
+    )
+    .await;
+    assert!(!events["items"].as_array().unwrap().is_empty(), "{events}");
+    assert_eq!(call(&admin, "DELETE", &path, JSON, None).await.0, 200);
+    wait_gone(&admin, &path).await;
+    let (_, secrets) = call(
+        &admin,
+        "GET",
+        "/api/v1/namespaces/modelpub/secrets",
+        JSON,
+        None,
+    )
+    .await;
+    assert_eq!(secrets["items"], json!([]));
+    operator.start_kill().unwrap();
+}
