@@ -11,12 +11,20 @@ need python3 "Python 3.9+ with venv"
 need cargo "the Rust toolchain, https://rustup.rs"
 need c++ "a C++ compiler (g++), to build the libtorch bindings"
 
+# The wheel with its CUDA libraries takes ~5 GB, a debug build of the
+# workspace ~10 GB more: say so up front instead of failing half-way.
+free_kib="$(df -Pk . | awk 'NR == 2 { print $4 }')"
+if [[ "$free_kib" =~ ^[0-9]+$ ]] && (( free_kib < 12 * 1024 * 1024 )); then
+  echo "setup: warning: only $((free_kib / 1024 / 1024)) GiB free on $(df -P . | awk 'NR == 2 { print $6 }');" \
+    "the PyTorch wheel and a debug build need about 15 GiB" >&2
+fi
+
 if .venv/bin/python -c 'import torch, sys; sys.exit(0 if torch.__version__.split("+")[0] == "2.13.0" else 1)' 2>/dev/null; then
   echo "setup: PyTorch 2.13.0 already in .venv"
 else
   echo "setup: installing PyTorch 2.13.0 into .venv (one time, a few minutes)"
   python3 -m venv .venv
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir "torch==2.13.0"
 fi
 
 # helm v4 and kubectl 1.35, into .tools/bin (gitignored). The machines this

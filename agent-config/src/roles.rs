@@ -137,6 +137,11 @@ pub struct AggregatorConfig {
     /// apart from the mutual-TLS gRPC port); none when absent.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// After the run, keep serving `/status` and `/metrics` until SIGTERM
+    /// instead of exiting: in a Deployment an exit would restart the run,
+    /// and the operator reads the final rounds from `/status`.
+    #[serde(default)]
+    pub linger_after_run: bool,
 }
 
 fn no_compression() -> String {
@@ -318,6 +323,7 @@ mod tests {
             privacy: None,
             compression: "none".into(),
             metrics_listen: Some("0.0.0.0:9464".into()),
+            linger_after_run: true,
         };
         let text = serde_json::to_string(&config).unwrap();
         let back: AggregatorConfig = serde_json::from_str(&text).unwrap();

@@ -4,8 +4,11 @@
 //! chart with the real helm, the images' Dockerfiles).
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
+pub mod cluster;
 pub mod dockerfile;
 pub mod helm;
+pub mod kubelet;
 pub mod manifest;
 pub mod prometheus;
 pub mod rbac;

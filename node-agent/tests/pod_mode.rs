@@ -471,6 +471,7 @@ fn a_federation_runs_from_read_only_mounts() {
         privacy: None,
         compression: "none".into(),
         metrics_listen: None,
+        linger_after_run: false,
     };
     write_read_only_json(&mounts.join("aggregator/config/config.json"), &config);
     let before = snapshot(&mounts);

@@ -108,7 +108,22 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     finish(&shared, reason).await;
     stop.send(()).ok();
     server.await?.context("gRPC server")?;
+    if shared.config.linger_after_run && shared.config.metrics_listen.is_some() {
+        tracing::info!("run over; serving /status until SIGTERM");
+        until_terminated().await?;
+    }
     outcome.map(|_| ())
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends to stop a pod) or Ctrl-C.
+async fn until_terminated() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r.context("cannot watch for Ctrl-C")?,
+    }
+    Ok(())
 }
 
 fn validate(config: &AggregatorConfig) -> anyhow::Result<()> {

@@ -132,6 +132,7 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
         privacy: plan.privacy.clone(),
         compression: plan.compression.clone(),
         metrics_listen: None,
+        linger_after_run: false,
     };
     write_json(&aggregator.config(), &agg_config)?;
 

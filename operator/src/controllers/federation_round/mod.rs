@@ -130,7 +130,7 @@ async fn apply(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
         .clone()
         .unwrap_or_else(|| ctx.config.node_agent_image.clone());
     let children = build::children(&round, &identities, &image, finished)?;
-    apply_children(&round, children, ctx).await?;
+    let service = apply_children(&round, children, ctx).await?;
     if finished {
         return Ok(Action::await_change());
     }
@@ -144,7 +144,13 @@ async fn apply(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
         .map_err(Error::kube(format!("list pods {selector} in {ns}")))?;
     let vaults: Vec<String> = fr.spec.data.vaults.iter().map(|v| v.name.clone()).collect();
     let agents = agents(&vaults, &listed.items);
-    let url = status_url(&ctx.config.aggregator_status_scheme, &round.name, &ns);
+    let cluster_ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+    let url = status_url(
+        &ctx.config.aggregator_status_scheme,
+        &round.name,
+        &ns,
+        cluster_ip,
+    );
     let aggregator = ctx.aggregator_status.fetch(url).await;
     let observation = status::Observation {
         generation,
@@ -279,12 +285,12 @@ async fn read_ca(
 }
 
 /// Server-side applies every child and deletes Jobs and ConfigMaps the
-/// round no longer asks for.
+/// round no longer asks for; returns the aggregator Service as stored.
 async fn apply_children(
     round: &Round<'_>,
     children: build::Children,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Service, Error> {
     let ns = &round.namespace;
     let client = &ctx.client;
     let build::Children {
@@ -301,7 +307,8 @@ async fn apply_children(
     for cm in &config_maps {
         apply::apply(&cm_api, cm).await?;
     }
-    apply::apply(&Api::<Service>::namespaced(client.clone(), ns), &service).await?;
+    // Kept: the API server's answer carries the allocated cluster IP.
+    let service = apply::apply(&Api::<Service>::namespaced(client.clone(), ns), &service).await?;
     apply::apply(
         &Api::<Deployment>::namespaced(client.clone(), ns),
         &deployment,
@@ -318,7 +325,7 @@ async fn apply_children(
     let selector = labels::federation_round_selector(&round.name);
     apply::delete_orphans(&job_api, Some(ns), &selector, &keep_jobs).await?;
     apply::delete_orphans(&cm_api, Some(ns), &selector, &keep_cms).await?;
-    Ok(())
+    Ok(service)
 }
 
 /// Deletes every child (garbage collection would too, but only after the

@@ -80,11 +80,17 @@ pub trait StatusSource: Send + Sync {
     fn fetch(&self, url: String) -> BoxFuture<'static, Result<AggregatorStatus, String>>;
 }
 
-/// The `/status` URL of a round's aggregator Service.
-pub fn status_url(scheme: &str, round: &str, namespace: &str) -> String {
+/// The `/status` URL of a round's aggregator Service: at the cluster IP
+/// the API server allocated to it when the Service has one (what its DNS
+/// name resolves to, without depending on cluster DNS where the operator
+/// runs), else at the DNS name.
+pub fn status_url(scheme: &str, round: &str, namespace: &str, cluster_ip: Option<&str>) -> String {
+    let host = match cluster_ip.map(str::trim) {
+        Some(ip) if !ip.is_empty() && ip != "None" => ip.to_string(),
+        _ => super::build::names::aggregator_host(round, namespace),
+    };
     format!(
-        "{scheme}://{}:{}/status",
-        super::build::names::aggregator_host(round, namespace),
+        "{scheme}://{host}:{}/status",
         modelpub_agent_config::pod::METRICS_PORT
     )
 }
@@ -332,9 +338,19 @@ mod tests {
     #[test]
     fn status_urls_name_the_service_metrics_port() {
         assert_eq!(
-            status_url("http", "mnist", "lab"),
+            status_url("http", "mnist", "lab", None),
             "http://mnist-aggregator.lab.svc:9464/status"
         );
+        assert_eq!(
+            status_url("http", "mnist", "lab", Some("10.96.4.7")),
+            "http://10.96.4.7:9464/status"
+        );
+        for headless in ["None", ""] {
+            assert_eq!(
+                status_url("http", "mnist", "lab", Some(headless)),
+                "http://mnist-aggregator.lab.svc:9464/status"
+            );
+        }
     }
 
     #[tokio::test]

@@ -16,8 +16,9 @@ use crate::error::{Error, FieldError, SpecErrors};
 /// its pods' `job-name` label; a Service's name a DNS label).
 const LABEL_MAX: usize = 63;
 
-/// The dereference step: the round's TrustDomain must exist and be Ready
-/// (its CA issues the parties' certificates). Not a spec error: the round
+/// The dereference step: the round's TrustDomain must exist and have
+/// issued its identity (its CA issues the parties' certificates), whether
+/// or not its remote members answer probes. Not a spec error: the round
 /// waits, retried with backoff.
 pub fn trust_domain_ready<'a>(
     fr: &FederationRound,
@@ -35,7 +36,14 @@ pub fn trust_domain_ready<'a>(
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or(&[]);
-    if !condition::is_true(conditions, READY) {
+    // What a round needs is the domain's identity and CA: members that do
+    // not answer (yet) are no reason to hold a round whose parties are all
+    // in this cluster (rounds naming remote members are refused below).
+    let issued = td
+        .status
+        .as_ref()
+        .is_some_and(|s| s.identity_fingerprint.is_some());
+    if !issued && !condition::is_true(conditions, READY) {
         let why = condition::find(conditions, READY)
             .map(|c| format!(": {}", c.message))
             .unwrap_or_default();
@@ -363,6 +371,13 @@ mod tests {
         let td = trust_domain(false);
         let err = trust_domain_ready(&fr, Some(&td)).unwrap_err().to_string();
         assert!(err.contains("is not Ready yet: CA not issued"), "{err}");
+        // Issued, but members unreachable (the example's hospitals on a
+        // test cluster): a round of this cluster's vaults may run.
+        let mut td = trust_domain(false);
+        td.status
+            .get_or_insert_with(Default::default)
+            .identity_fingerprint = Some("SHA256:ab".into());
+        assert!(trust_domain_ready(&fr, Some(&td)).is_ok());
         let td = trust_domain(true);
         assert!(trust_domain_ready(&fr, Some(&td)).is_ok());
     }

@@ -189,6 +189,7 @@ pub fn aggregator(round: &Round, ids: &Identities) -> Result<AggregatorConfig, E
         privacy: privacy(spec)?,
         compression: spec.compression.name().to_string(),
         metrics_listen: Some(format!("0.0.0.0:{METRICS_PORT}")),
+        linger_after_run: true,
     })
 }
 
