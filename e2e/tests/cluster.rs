@@ -1,16 +1,16 @@
 //! The whole product, installed and running the way a user runs it: the
 //! chart installed with the real helm, the operator running as the chart's
 //! ServiceAccount, the README's walk-through typed word for word with the
-//! real kubectl, the example FederationRound training to the end across
-//! node-agent pods, and deletion cleaning up after itself. (Killing a
-//! participant and restarting the operator mid-round are not in it yet:
-//! see issue 5's note.)
+//! real kubectl, FederationRounds training to the end across node-agent
+//! pods, a participant killed mid-round, the operator restarted mid-round,
+//! and deletion cleaning up after itself.
 //!
 //! Against the local cluster (the test-only API server and the process
 //! kubelet, see `e2e/src/cluster`) by default; against a real one when
 //! `MODELPUB_E2E_KUBECONFIG` names its kubeconfig (`docs/e2e.md`). On
 //! failure it prints the operator's log, the Events and the objects' YAML.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -19,7 +19,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::ListParams;
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use modelpub_crds::{FederationRound, Phase, TrustDomain};
 use modelpub_e2e::cluster::{Cluster, eventually};
@@ -32,9 +32,10 @@ const TRUST_DOMAIN: &str = "cardio-research";
 const EXAMPLE_ROUND: &str = "digits-fedavg";
 /// The chart's operator pods (release `modelpub`).
 const OPERATOR_PODS: &str = "app.kubernetes.io/name=modelpub,app.kubernetes.io/component=operator";
-/// How far the cluster's final accuracy may be from `modelpub simulate`'s
-/// for the same settings (see `example_round_succeeds_like_the_simulation`).
-const SIMULATION_TOLERANCE: f64 = 0.02;
+/// How far the cluster's accuracy may be from `modelpub simulate`'s for the
+/// same settings: one of the 359 held-out digits classified differently
+/// (see `example_round_succeeds_like_the_simulation`).
+const ONE_HELD_OUT_EXAMPLE: f64 = 1.0 / 359.0 + 1e-9;
 /// Image registry substituted for the README's `<registry>`.
 const REGISTRY_ENV: &str = "MODELPUB_E2E_REGISTRY";
 
@@ -89,6 +90,15 @@ async fn steps(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
         "the example round succeeds with the accuracy `modelpub simulate` reaches",
     );
     example_round_succeeds_like_the_simulation(cluster).await?;
+
+    step(5, "a participant killed mid-round is counted as dropped");
+    killed_participant_is_dropped(cluster).await?;
+
+    step(
+        7,
+        "the operator restarted mid-round: no duplicated pods, the run goes on",
+    );
+    operator_restart_mid_round(cluster).await?;
 
     step(
         6,
@@ -222,10 +232,12 @@ async fn example_round_succeeds_like_the_simulation(cluster: &Cluster) -> anyhow
         "accuracy did not improve over the rounds: {accuracies:?}"
     );
 
-    // The same settings through `modelpub simulate`. Both are seeded, so
-    // the runs should be identical; they are not yet (the pods' first
-    // round differs, e.g. 0.8357 against 0.8106), so the final accuracy is
-    // held to within SIMULATION_TOLERANCE and the rest is printed.
+    // The same settings through `modelpub simulate`, its institutions
+    // named as the vaults (participants seed their batch order from their
+    // names). Both runs are seeded; what differs is libtorch's thread count
+    // (simulate pins each process to one thread), which changes float sums
+    // in the last bits: the model digests differ, the accuracies may differ
+    // by a held-out example at most.
     let sim = simulate_like(&fr)?;
     let final_sim = sim["final"]["accuracy"]
         .as_f64()
@@ -241,10 +253,18 @@ async fn example_round_succeeds_like_the_simulation(cluster: &Cluster) -> anyhow
         "per-round accuracy: cluster {accuracies:?}, simulate {sim_rounds:?}; model digest {:?} / {}",
         status.model_digest, sim["final"]["model_sha256"]
     );
+    let close = |a: f64, b: f64| (a - b).abs() <= ONE_HELD_OUT_EXAMPLE;
     ensure!(
-        (final_fr - final_sim).abs() <= SIMULATION_TOLERANCE,
-        "final accuracy {final_fr} in the cluster, {final_sim} in `modelpub simulate` \
-         (more than {SIMULATION_TOLERANCE} apart)"
+        close(final_fr, final_sim),
+        "final accuracy {final_fr} in the cluster, {final_sim} in `modelpub simulate`"
+    );
+    ensure!(
+        sim_rounds.len() == accuracies.len()
+            && sim_rounds
+                .iter()
+                .zip(&accuracies)
+                .all(|(a, b)| close(*a, *b)),
+        "per-round accuracy: cluster {accuracies:?}, simulate {sim_rounds:?}"
     );
 
     // What a user looks at: the printer columns and the Events.
@@ -289,6 +309,9 @@ fn simulate_like(fr: &FederationRound) -> anyhow::Result<Value> {
         "the suite compares a run without DP (DP noise is not reproducible)"
     );
     let out = tempfile::tempdir()?;
+    // Participants seed their batch order from their names.
+    let names: Vec<&str> = s.data.vaults.iter().map(|v| v.name.as_str()).collect();
+    let names = names.join(",");
     let mut args: Vec<String> = [
         "simulate",
         "--data",
@@ -304,6 +327,8 @@ fn simulate_like(fr: &FederationRound) -> anyhow::Result<Value> {
         "--min-participants",
         &s.participants.min.to_string(),
         "--skip-local-only",
+        "--names",
+        &names,
     ]
     .iter()
     .map(|a| a.to_string())
@@ -342,11 +367,55 @@ fn simulate_like(fr: &FederationRound) -> anyhow::Result<Value> {
     Ok(modelpub_e2e::read_json(&out.path().join("report.json")))
 }
 
-// ----- waiting on rounds ------------------------------------------------
+// ----- steps 5 and 7: faults mid-run -------------------------------------
+
+/// The example round under another name, with `edit` applied.
+async fn start_round(
+    cluster: &Cluster,
+    name: &str,
+    edit: impl FnOnce(&mut FederationRound),
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(repo_root().join("deploy/examples/federation-round.yaml"))?;
+    let mut fr: FederationRound = serde_saphyr::from_str(&text)?;
+    fr.metadata.name = Some(name.into());
+    edit(&mut fr);
+    let api: Api<FederationRound> = Api::namespaced(cluster.client.clone(), NS);
+    api.create(&PostParams::default(), &fr)
+        .await
+        .with_context(|| format!("create FederationRound {name}"))?;
+    Ok(())
+}
 
 async fn round(cluster: &Cluster, name: &str) -> anyhow::Result<FederationRound> {
     let api: Api<FederationRound> = Api::namespaced(cluster.client.clone(), NS);
     Ok(api.get(name).await?)
+}
+
+/// Waits until round `name` reports at least `completed` completed rounds
+/// while still running.
+async fn mid_run(cluster: &Cluster, name: &str, completed: u32) -> anyhow::Result<FederationRound> {
+    eventually(
+        &format!("{name} running with {completed} rounds done"),
+        Duration::from_secs(240),
+        || async move {
+            let fr = round(cluster, name).await?;
+            let s = fr.status.clone().unwrap_or_default();
+            if s.phase.is_terminal() {
+                bail!(
+                    "{name} ended ({:?}: {:?}) before the fault could be injected",
+                    s.phase,
+                    s.message
+                );
+            }
+            let done = s.rounds.len() as u32;
+            Ok(if s.phase == Phase::Running && done >= completed {
+                Ok(fr)
+            } else {
+                Err(format!("{:?}, {done} rounds in status", s.phase))
+            })
+        },
+    )
+    .await
 }
 
 async fn succeeded(
@@ -364,6 +433,129 @@ async fn succeeded(
         }
     })
     .await
+}
+
+fn pods_selector(round: &str, component: &str) -> String {
+    format!("modelpub.io/federation-round={round},app.kubernetes.io/component={component}")
+}
+
+async fn pods_of(cluster: &Cluster, round: &str, component: &str) -> anyhow::Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+    let list = pods
+        .list(&ListParams::default().labels(&pods_selector(round, component)))
+        .await?;
+    Ok(list.items)
+}
+
+/// Enough rounds that the kill, after the first round shows in status
+/// (which trails the aggregator by up to the operator's 5 s poll), still
+/// lands inside the run.
+const DROPOUT_ROUNDS: u32 = 6;
+
+async fn killed_participant_is_dropped(cluster: &Cluster) -> anyhow::Result<()> {
+    const NAME: &str = "digits-dropout";
+    // Longer rounds, so the kill lands inside one, and short timeouts,
+    // so the survivors do not wait minutes for the dead (as in simulate).
+    start_round(cluster, NAME, |fr| {
+        fr.spec.rounds = DROPOUT_ROUNDS;
+        fr.spec.local_epochs = Some(10);
+        fr.spec.participants.round_timeout_seconds = 40;
+        fr.spec.secure_aggregation.stage_timeout_seconds = 5;
+    })
+    .await?;
+    mid_run(cluster, NAME, 1).await?;
+    let victims = pods_of(cluster, NAME, "node-agent").await?;
+    let victim = victims
+        .iter()
+        .find(|p| p.name_any().contains("hospital-b"))
+        .context("no participant pod of hospital-b")?;
+    eprintln!("killing participant pod {}", victim.name_any());
+    cluster.kill_pod(NS, &victim.name_any()).await?;
+    let fr = succeeded(cluster, NAME, Duration::from_secs(300)).await?;
+    let rounds = fr.status.map(|s| s.rounds).unwrap_or_default();
+    ensure!(
+        rounds.iter().any(|r| r.dropped >= 1 && r.participants >= 2),
+        "no round counted the killed participant as dropped: {rounds:?}"
+    );
+    ensure!(
+        rounds.len() == DROPOUT_ROUNDS as usize,
+        "expected {DROPOUT_ROUNDS} rounds in status after the kill: {rounds:?}"
+    );
+    Ok(())
+}
+
+async fn operator_restart_mid_round(cluster: &Cluster) -> anyhow::Result<()> {
+    const NAME: &str = "digits-restart";
+    start_round(cluster, NAME, |fr| {
+        fr.spec.rounds = 6;
+        fr.spec.local_epochs = Some(8);
+    })
+    .await?;
+    let before = mid_run(cluster, NAME, 1).await?;
+    let done_before = before.status.map(|s| s.rounds.len()).unwrap_or_default();
+    let uids =
+        |pods: Vec<Pod>| -> BTreeSet<String> { pods.iter().filter_map(|p| p.uid()).collect() };
+    let agents = uids(pods_of(cluster, NAME, "node-agent").await?);
+    let aggregators = uids(pods_of(cluster, NAME, "aggregator").await?);
+    ensure!(
+        agents.len() == 3 && aggregators.len() == 1,
+        "pods before the restart: {agents:?} {aggregators:?}"
+    );
+
+    let old = operator_ready(cluster).await?;
+    eprintln!(
+        "restarting the operator: deleting pod {} after {done_before} rounds",
+        old.name_any()
+    );
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+    pods.delete(&old.name_any(), &DeleteParams::default())
+        .await?;
+    let new = eventually("a new operator pod", Duration::from_secs(120), || {
+        let old = old.uid();
+        async move {
+            let pod = operator_ready(cluster).await?;
+            Ok(if pod.uid() != old {
+                Ok(pod)
+            } else {
+                Err("the old pod is still the ready one".into())
+            })
+        }
+    })
+    .await?;
+    eprintln!("new operator pod {}", new.name_any());
+
+    let fr = succeeded(cluster, NAME, Duration::from_secs(300)).await?;
+    let status = fr.status.unwrap_or_default();
+    ensure!(
+        status.rounds.len() == 6 && status.rounds.iter().all(|r| r.dropped == 0),
+        "the run did not go on undisturbed: {:?}",
+        status.rounds
+    );
+    let agents_after = uids(pods_of(cluster, NAME, "node-agent").await?);
+    let aggregators_after = uids(pods_of(cluster, NAME, "aggregator").await?);
+    // Finished agents stay (Jobs keep their pods); the finished round
+    // scales its aggregator to zero, so that pod may be gone, never new.
+    ensure!(
+        agents_after == agents && aggregators_after.is_subset(&aggregators),
+        "pods were replaced or duplicated: agents {agents:?} -> {agents_after:?}, \
+         aggregators {aggregators:?} -> {aggregators_after:?}"
+    );
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), NS);
+    let selector = format!("modelpub.io/federation-round={NAME}");
+    let n = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .len();
+    ensure!(n == 3, "{n} Jobs for three vaults");
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NS);
+    let n = deployments
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .len();
+    ensure!(n == 1, "{n} aggregator Deployments");
+    Ok(())
 }
 
 // ----- step 6: deletion --------------------------------------------------
@@ -401,7 +593,7 @@ async fn deletion_cleans_up(cluster: &Cluster) -> anyhow::Result<()> {
         format!("{TRUST_DOMAIN}-identity"),
         format!("{TRUST_DOMAIN}-ca"),
     ];
-    for name in [EXAMPLE_ROUND] {
+    for name in [EXAMPLE_ROUND, "digits-dropout", "digits-restart"] {
         let fr = rounds.get(name).await?;
         ensure!(
             fr.finalizers().iter().any(|f| f == "modelpub.io/cleanup"),

@@ -38,6 +38,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
     if opts.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
+    let names = opts.institution_names()?;
     let partition: Partition = match &opts.partition {
         Some(p) => p.parse()?,
         None => source.default_partition(),
@@ -105,6 +106,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
     let layout = setup::lay_out(
         &opts.out,
         &Plan {
+            names: &names,
             train_parts: &parts,
             test: &test_set,
             model: &model,

@@ -16,6 +16,12 @@ pub struct SimulateOptions {
     /// Number of institutions, each a separate process with its own vault.
     #[arg(long, default_value_t = 3)]
     pub institutions: usize,
+    /// The institutions' names, comma-separated, one per institution
+    /// (default inst-0, inst-1, ...). A participant's batch order is seeded
+    /// from its name, so the vault names of a FederationRound reproduce
+    /// that round exactly.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub names: Vec<String>,
     /// Federated rounds.
     #[arg(long, default_value_t = 10)]
     pub rounds: u32,
@@ -96,7 +102,47 @@ pub struct SimulateOptions {
     pub metrics_addr: Option<String>,
 }
 
+/// Folders of the output directory an institution may not be named after.
+const RESERVED_NAMES: [&str; 3] = ["aggregator", "testset", "federation-ca"];
+
 impl SimulateOptions {
+    /// `--names`, checked (one per institution, distinct DNS labels, none
+    /// of the output folder's own), or inst-0, inst-1, ...
+    pub fn institution_names(&self) -> anyhow::Result<Vec<String>> {
+        if self.names.is_empty() {
+            return Ok((0..self.institutions)
+                .map(|i| format!("inst-{i}"))
+                .collect());
+        }
+        if self.names.len() != self.institutions {
+            bail!(
+                "--names gives {} names for --institutions {}",
+                self.names.len(),
+                self.institutions
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for name in &self.names {
+            let label = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !label {
+                bail!("--names: {name:?} is not a DNS label (a-z, 0-9 and '-', at most 63)");
+            }
+            if RESERVED_NAMES.contains(&name.as_str()) {
+                bail!("--names: {name:?} is the name of one of simulate's own folders");
+            }
+            if !seen.insert(name) {
+                bail!("--names: {name:?} appears twice");
+            }
+        }
+        Ok(self.names.clone())
+    }
+
     pub fn secure(&self) -> bool {
         self.secure_aggregation == "on"
     }
@@ -223,5 +269,39 @@ mod tests {
         );
         let err = DataSource::parse("mnist").unwrap_err().to_string();
         assert!(err.contains("mnist"), "{err}");
+    }
+
+    fn options(args: &[&str]) -> SimulateOptions {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            opts: SimulateOptions,
+        }
+        let argv = std::iter::once("simulate").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().opts
+    }
+
+    #[test]
+    fn institutions_are_named_inst_n_or_as_given() {
+        assert_eq!(
+            options(&["--institutions", "2"])
+                .institution_names()
+                .unwrap(),
+            ["inst-0", "inst-1"]
+        );
+        let named = options(&["--names", "hospital-a,hospital-b,hospital-c"]);
+        assert_eq!(
+            named.institution_names().unwrap(),
+            ["hospital-a", "hospital-b", "hospital-c"]
+        );
+        for (args, needle) in [
+            (vec!["--names", "a,b"], "2 names for --institutions 3"),
+            (vec!["--names", "a,B,c"], "\"B\" is not a DNS label"),
+            (vec!["--names", "a,b,a"], "\"a\" appears twice"),
+            (vec!["--names", "a,testset,c"], "simulate's own folders"),
+        ] {
+            let err = options(&args).institution_names().unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
     }
 }

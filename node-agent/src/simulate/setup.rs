@@ -50,6 +50,8 @@ pub struct LocalOnlyConfig {
 }
 
 pub struct Plan<'a> {
+    /// One per training part.
+    pub names: &'a [String],
     pub train_parts: &'a [Dataset],
     pub test: &'a Dataset,
     pub model: &'a ModelConfig,
@@ -103,10 +105,9 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
     let testset = seal_dataset(&out.join("testset"), plan.test)?;
     let mut institutions = Vec::new();
     let mut roster = Vec::new();
-    for (i, part) in plan.train_parts.iter().enumerate() {
-        let name = format!("inst-{i}");
-        let party = PartyDir::new(out.join(&name));
-        roster.push(new_party(&ca, &party, &name, &[name.as_str()])?);
+    for (name, part) in plan.names.iter().zip(plan.train_parts) {
+        let party = PartyDir::new(out.join(name));
+        roster.push(new_party(&ca, &party, name, &[name.as_str()])?);
         seal_dataset(party.root(), part)?;
         institutions.push(party);
     }

@@ -44,9 +44,11 @@ pub async fn start_federation(out: &std::path::Path, n: usize, rounds: u32) -> F
         seed: 1,
     };
     setup::prepare_out_dir(out).unwrap();
+    let names: Vec<String> = (0..parts.len()).map(|i| format!("inst-{i}")).collect();
     let layout = setup::lay_out(
         out,
         &Plan {
+            names: &names,
             train_parts: &parts,
             test: &test,
             model: &ModelConfig::default_for(&whole),

@@ -87,6 +87,22 @@ pub fn validate(fr: &FederationRound, td: &TrustDomain) -> Result<(), SpecErrors
     if vaults.is_empty() {
         err("spec.data.vaults".into(), "needs at least one vault".into());
     }
+
+    // The key stages run inside the round's time: waiting on a dead
+    // participant's keys for the whole round leaves no time for updates,
+    // so every round after a dropout would fail.
+    let secure = &spec.secure_aggregation;
+    let round_timeout = spec.participants.round_timeout_seconds;
+    if secure.enabled && secure.stage_timeout_seconds >= round_timeout {
+        err(
+            "spec.secureAggregation.stageTimeoutSeconds".into(),
+            format!(
+                "{} must be less than spec.participants.roundTimeoutSeconds ({round_timeout}): \
+                 the key stages wait for stragglers inside the round's time",
+                secure.stage_timeout_seconds
+            ),
+        );
+    }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, v) in vaults.iter().enumerate() {
         let field = format!("spec.data.vaults[{i}].name");
@@ -380,6 +396,23 @@ mod tests {
         assert!(trust_domain_ready(&fr, Some(&td)).is_ok());
         let td = trust_domain(true);
         assert!(trust_domain_ready(&fr, Some(&td)).is_ok());
+    }
+
+    #[test]
+    fn key_stages_must_fit_in_the_round() {
+        let mut fr = round_fixture();
+        fr.spec.participants.round_timeout_seconds = 20;
+        fr.spec.secure_aggregation.stage_timeout_seconds = 60;
+        assert_eq!(
+            messages(&fr),
+            [
+                "spec.secureAggregation.stageTimeoutSeconds: 60 must be less than \
+              spec.participants.roundTimeoutSeconds (20): the key stages wait for stragglers \
+              inside the round's time"
+            ]
+        );
+        fr.spec.secure_aggregation.stage_timeout_seconds = 5;
+        assert_eq!(messages(&fr), Vec::<String>::new());
     }
 
     #[test]
