@@ -196,33 +196,14 @@ impl Store {
         key: &StoreKey,
         namespace: &str,
         name: &str,
-        mut object: Value,
+        object: Value,
     ) -> Result<Value, WriteError> {
         let mut inner = self.lock();
         let id = (namespace.to_string(), name.to_string());
         if inner.objects.get(key).is_some_and(|m| m.contains_key(&id)) {
             return Err(WriteError::AlreadyExists);
         }
-        inner.rv += 1;
-        let rv = inner.rv;
-        set_rv(&mut object, rv);
-        inner
-            .objects
-            .entry(key.clone())
-            .or_default()
-            .insert(id, object.clone());
-        self.record(
-            &mut inner,
-            Change {
-                rv,
-                kind: EventKind::Added,
-                key: key.clone(),
-                namespace: namespace.to_string(),
-                object: object.clone(),
-                previous: None,
-            },
-        );
-        Ok(object)
+        Ok(self.write(&mut inner, key, id, object, EventKind::Added, None))
     }
 
     /// Replaces the object if its stored resourceVersion is `expected_rv`.
@@ -231,7 +212,7 @@ impl Store {
         key: &StoreKey,
         namespace: &str,
         name: &str,
-        mut object: Value,
+        object: Value,
         expected_rv: u64,
     ) -> Result<Value, WriteError> {
         let mut inner = self.lock();
@@ -245,26 +226,40 @@ impl Store {
             return Err(WriteError::Conflict);
         }
         let previous = Some(current.clone());
+        Ok(self.write(&mut inner, key, id, object, EventKind::Modified, previous))
+    }
+
+    /// Stores `object` under a new resourceVersion and records the change.
+    fn write(
+        &self,
+        inner: &mut Inner,
+        key: &StoreKey,
+        id: (String, String),
+        mut object: Value,
+        kind: EventKind,
+        previous: Option<Value>,
+    ) -> Value {
         inner.rv += 1;
         let rv = inner.rv;
         set_rv(&mut object, rv);
+        let namespace = id.0.clone();
         inner
             .objects
             .entry(key.clone())
             .or_default()
             .insert(id, object.clone());
         self.record(
-            &mut inner,
+            inner,
             Change {
                 rv,
-                kind: EventKind::Modified,
+                kind,
                 key: key.clone(),
-                namespace: namespace.to_string(),
+                namespace,
                 object: object.clone(),
                 previous,
             },
         );
-        Ok(object)
+        object
     }
 
     /// Removes the object if its stored resourceVersion is `expected_rv`
