@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod model;
+pub mod names;
 pub mod pod;
 pub mod roles;
 

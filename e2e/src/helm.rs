@@ -1,6 +1,7 @@
-//! The real `helm` binary, for the chart suites. It comes from
-//! `scripts/setup.sh` (into `.tools/bin/`) or from `PATH`; a missing helm is
-//! a test failure that says how to install it, never a silent skip.
+//! The real `helm` and `kubectl` binaries, for the chart and cluster
+//! suites. They come from `scripts/setup.sh` (into `.tools/bin/`) or from
+//! `PATH`; a missing one is a test failure that says how to install it,
+//! never a silent skip.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,27 +19,43 @@ pub fn chart_dir() -> PathBuf {
     repo_root().join("charts").join("modelpub")
 }
 
-/// `helm`: `$HELM_BIN`, the repository's `.tools/bin/helm`, or the first on
-/// `PATH`. Panics naming `scripts/setup.sh` when there is none.
-pub fn helm_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("HELM_BIN") {
-        return PathBuf::from(p);
+/// A tool `scripts/setup.sh` installs: `$<env_var>`, the repository's
+/// `.tools/bin/<name>`, or the first `<name>` on `PATH`.
+pub fn find_tool(name: &str, env_var: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
+        return Some(PathBuf::from(p));
     }
-    let local = repo_root().join(".tools").join("bin").join("helm");
+    let local = repo_root().join(".tools").join("bin").join(name);
     if local.is_file() {
-        return local;
+        return Some(local);
     }
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("helm"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "helm not found in .tools/bin or on PATH: run scripts/setup.sh \
-                 (it installs helm v4 into .tools/bin), or set HELM_BIN"
-            )
-        })
+}
+
+/// `helm` ([`find_tool`], `$HELM_BIN`). Panics naming `scripts/setup.sh`
+/// when there is none.
+pub fn helm_bin() -> PathBuf {
+    find_tool("helm", "HELM_BIN").unwrap_or_else(|| {
+        panic!(
+            "helm not found in .tools/bin or on PATH: run scripts/setup.sh \
+             (it installs helm v4 into .tools/bin), or set HELM_BIN"
+        )
+    })
+}
+
+/// `kubectl` ([`find_tool`], `$KUBECTL_BIN`). Panics naming
+/// `scripts/setup.sh` when there is none.
+pub fn kubectl_bin() -> PathBuf {
+    find_tool("kubectl", "KUBECTL_BIN").unwrap_or_else(|| {
+        panic!(
+            "kubectl not found in .tools/bin or on PATH: run scripts/setup.sh \
+             (it installs kubectl 1.35 into .tools/bin), or set KUBECTL_BIN"
+        )
+    })
 }
 
 /// What one helm run printed.

@@ -15,7 +15,7 @@ use modelpub_e2e::apiserver::{ApiServer, install};
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    modelpub_e2e::helm::repo_root()
 }
 
 /// A raw request: (status code, JSON body).
@@ -1162,12 +1162,7 @@ async fn kubectl_apply_get_describe_delete() {
     server
         .write_kubeconfig(&kubeconfig, &server.admin_token())
         .unwrap();
-    let kubectl = root().join(".tools/bin/kubectl");
-    assert!(
-        kubectl.is_file(),
-        "{} missing: see DEVELOPERS.md",
-        kubectl.display()
-    );
+    let kubectl = modelpub_e2e::helm::kubectl_bin();
     let example = root().join("deploy/examples/trust-domain.yaml");
     let run = |args: Vec<String>| {
         let kubectl = kubectl.clone();

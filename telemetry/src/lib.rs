@@ -5,3 +5,5 @@
 
 pub mod http;
 pub mod otlp;
+#[cfg(any(test, feature = "test-collector"))]
+pub mod test_collector;

@@ -122,46 +122,13 @@ impl Drop for OtlpExport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    use std::sync::{Arc, Mutex};
+    use crate::test_collector::{Collector, attribute};
     use tracing_subscriber::layer::SubscriberExt;
-
-    /// A minimal OTLP/gRPC collector: keeps every request it receives.
-    #[derive(Clone, Default)]
-    struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            self.0.lock().unwrap().push(request.into_inner());
-            Ok(tonic::Response::new(ExportTraceServiceResponse {
-                partial_success: None,
-            }))
-        }
-    }
 
     #[test]
     fn spans_reach_a_real_otlp_grpc_collector() {
-        let collector = Collector::default();
         let server_runtime = tokio::runtime::Runtime::new().unwrap();
-        let listener = server_runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        server_runtime.spawn(
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(collector.clone()))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
+        let (collector, addr) = Collector::start(&server_runtime).unwrap();
 
         let export = OtlpExport::start(&format!("http://{addr}"), "modelpub-test").unwrap();
         let subscriber = tracing_subscriber::registry().with(export.layer());
@@ -172,43 +139,22 @@ mod tests {
         });
         drop(export); // flushes
 
-        let requests = collector.0.lock().unwrap();
-        let spans: Vec<_> = requests
+        let spans = collector.spans();
+        let round = spans
             .iter()
-            .flat_map(|r| &r.resource_spans)
-            .flat_map(|rs| {
-                let service = rs
-                    .resource
-                    .iter()
-                    .flat_map(|r| &r.attributes)
-                    .find(|kv| kv.key == "service.name")
-                    .and_then(|kv| kv.value.as_ref()?.value.clone());
-                rs.scope_spans
-                    .iter()
-                    .flat_map(|ss| &ss.spans)
-                    .map(move |s| (service.clone(), s.clone()))
-            })
-            .collect();
-        let (service, span) = spans
-            .iter()
-            .find(|(_, s)| s.name == "round")
+            .find(|s| s.span.name == "round")
             .unwrap_or_else(|| panic!("no `round` span among {} exported", spans.len()));
         assert_eq!(
-            service,
-            &Some(Value::StringValue("modelpub-test".into())),
+            round.service.as_deref(),
+            Some("modelpub-test"),
             "service.name"
         );
         // tracing-opentelemetry writes unsigned fields as strings.
-        let round = span
-            .attributes
-            .iter()
-            .find(|kv| kv.key == "round")
-            .and_then(|kv| kv.value.as_ref()?.value.clone());
-        assert!(
-            matches!(&round, Some(Value::IntValue(7)))
-                || matches!(&round, Some(Value::StringValue(s)) if s == "7"),
+        assert_eq!(
+            attribute(&round.span, "round").as_deref(),
+            Some("7"),
             "the span keeps its fields: {:?}",
-            span.attributes
+            round.span.attributes
         );
     }
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::helm::{helm_bin, repo_root};
+use crate::helm::{helm_bin, kubectl_bin, repo_root};
 
 /// What one command printed.
 #[derive(Debug, Clone)]
@@ -43,20 +43,6 @@ pub struct Tools {
     helm: PathBuf,
     /// Extra environment for every command (see [`Tools::with_env`]).
     env: Vec<(String, String)>,
-}
-
-/// `kubectl`: `$KUBECTL_BIN`, the repository's `.tools/bin/kubectl`
-/// (`scripts/setup.sh`), or `kubectl` on `PATH`.
-pub fn kubectl_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBECTL_BIN") {
-        return PathBuf::from(p);
-    }
-    let local = repo_root().join(".tools").join("bin").join("kubectl");
-    if local.is_file() {
-        local
-    } else {
-        PathBuf::from("kubectl")
-    }
 }
 
 impl Tools {

@@ -123,14 +123,7 @@ impl SimulateOptions {
         }
         let mut seen = std::collections::BTreeSet::new();
         for name in &self.names {
-            let label = !name.is_empty()
-                && name.len() <= 63
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !name.starts_with('-')
-                && !name.ends_with('-');
-            if !label {
+            if !modelpub_agent_config::names::is_dns_label(name) {
                 bail!("--names: {name:?} is not a DNS label (a-z, 0-9 and '-', at most 63)");
             }
             if RESERVED_NAMES.contains(&name.as_str()) {

@@ -6,15 +6,12 @@
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
+use modelpub_agent_config::names::{DNS_LABEL_MAX as LABEL_MAX, is_dns_label};
 use modelpub_crds::condition::{self, READY};
 use modelpub_crds::{FederationRound, TrustDomain};
 
 use super::build::{config, names};
 use crate::error::{Error, FieldError, SpecErrors};
-
-/// Kubernetes' limit on label values and DNS labels (a Job's name becomes
-/// its pods' `job-name` label; a Service's name a DNS label).
-const LABEL_MAX: usize = 63;
 
 /// The dereference step: the round's TrustDomain must exist and have
 /// issued its identity (its CA issues the parties' certificates), whether
@@ -52,15 +49,6 @@ pub fn trust_domain_ready<'a>(
         )));
     }
     Ok(td)
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= LABEL_MAX
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// Checks the round's spec and its fit with the TrustDomain's policy.

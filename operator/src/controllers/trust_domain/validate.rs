@@ -11,15 +11,7 @@ use modelpub_protocol::identity::PublicIdentity;
 use super::probe::socket_address;
 use crate::error::{FieldError, SpecErrors};
 
-/// A DNS label: 1–63 of `[a-z0-9-]`, starting and ending alphanumeric.
-pub fn is_dns_label(s: &str) -> bool {
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(ok_char)
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
+pub use modelpub_agent_config::names::is_dns_label;
 
 /// 64 lower-case hex characters.
 pub fn is_hex64(s: &str) -> bool {
