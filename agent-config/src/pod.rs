@@ -39,6 +39,11 @@ pub const FEDERATION_PORT: u16 = 7443;
 /// Plain-HTTP /metrics, /healthz, /readyz and /status port.
 pub const METRICS_PORT: u16 = 9464;
 
+/// Environment variable with the number of threads libtorch may use on
+/// the CPU. Without it libtorch takes one per core the node has, which in
+/// a container limited to a few CPUs only buys throttling.
+pub const TORCH_THREADS_ENV: &str = "MODELPUB_TORCH_THREADS";
+
 /// Subdirectory of the party directory holding the demo vault.
 pub const VAULT_SUBDIR: &str = "vault";
 

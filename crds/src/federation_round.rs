@@ -558,7 +558,8 @@ pub struct AgentResources {
     #[schemars(range(min = 0, max = 64))]
     #[schemars(extend("format" = "int32"))]
     pub gpus: u32,
-    /// CPU request and limit per participant, e.g. `2` or `500m`.
+    /// CPU request and limit per participant, e.g. `2` or `500m`; libtorch
+    /// trains with as many threads (rounded up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Quantity>,
     /// Memory request and limit per participant, e.g. `4Gi`.

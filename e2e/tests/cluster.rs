@@ -41,7 +41,7 @@ const ONE_HELD_OUT_EXAMPLE: f64 = 1.0 / 359.0 + 1e-9;
 const REGISTRY_ENV: &str = "MODELPUB_E2E_REGISTRY";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_product_installs_trains_survives_and_cleans_up() {
+async fn the_product_installs_trains_survives_and_cleans_up() -> Result<(), Failure> {
     let started = Instant::now();
     let work = tempfile::tempdir().expect("work dir");
     let cluster = Cluster::start(work.path())
@@ -57,8 +57,16 @@ async fn the_product_installs_trains_survives_and_cleans_up() {
         );
     }
     cluster.shutdown().await;
-    if let Err(e) = outcome {
-        panic!("{e:#}");
+    outcome.map_err(|e| Failure(format!("{e:#}")))
+}
+
+/// The suite's error as the test's last words: returned, not panicked, so
+/// no backtrace buries it under the diagnostics when CI shows the tail.
+struct Failure(String);
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

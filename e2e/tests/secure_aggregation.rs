@@ -112,6 +112,8 @@ fn an_unmeetable_threshold_fails_the_round_and_keeps_the_model() {
             reason.contains("needed") || reason.contains("minimum"),
             "{reason}"
         );
+        // Who was killed is named even though the round failed.
+        assert_eq!(r["dropped"], 1, "{r}");
         // The global model stays the one before the failed round.
         assert_eq!(r["model_sha256"], initial["model_sha256"]);
     }

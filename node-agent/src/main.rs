@@ -169,7 +169,7 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
-    if let Some(n) = std::env::var("MODELPUB_TORCH_THREADS")
+    if let Some(n) = std::env::var(modelpub_agent_config::pod::TORCH_THREADS_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
     {

@@ -15,9 +15,12 @@ use super::state::{OpenRound, Phase, SecureRound, Stage, State};
 use super::strategy::{Strategy, Weights};
 use crate::compression;
 
-/// A straggler cutoff: once the first update is in, the others get this
-/// many times as long again (and at least `MIN_STRAGGLER_GRACE`), so one
-/// vanished participant does not hold every round to its full deadline.
+/// A straggler cutoff: once enough updates are in for the round to count
+/// (its quorum), the others get this many times as long again as the
+/// quorum took (and at least `MIN_STRAGGLER_GRACE`), so one vanished
+/// participant does not hold every round to its full deadline. Before the
+/// quorum only the deadline ends the wait: cutting off slow participants
+/// then would fail a round that waiting could complete.
 const STRAGGLER_FACTOR: u32 = 3;
 const MIN_STRAGGLER_GRACE: Duration = Duration::from_secs(5);
 
@@ -164,7 +167,8 @@ pub async fn run(
             bytes_down: 0,
             train_losses: Vec::new(),
             started,
-            first_upload: None,
+            quorum: quorum(&plan),
+            quorum_at: None,
             secure_mean: None,
             secure,
         }));
@@ -248,6 +252,12 @@ pub async fn run(
     })
 }
 
+/// The number of updates a round needs to count.
+fn quorum(plan: &pb::RoundPlan) -> usize {
+    let threshold = plan.secure.as_ref().map_or(0, |s| s.threshold);
+    plan.min_participants.max(threshold).max(1) as usize
+}
+
 fn below_minimum(have: usize, open: &OpenRound, min: u32) -> String {
     format!(
         "only {have} of {} updates arrived by the deadline (minimum {min}); the global model stays as it was",
@@ -285,13 +295,13 @@ async fn secure_key_stages(
         if r.stage != Stage::ShareKeys {
             return Ok(());
         }
-        let u2 = r.server()?.close_shares()?;
+        // Named before the threshold check, so a failed round names them too.
         for p in &r.u1 {
-            if !u2.contains(p) {
+            if !r.shared.contains(p) {
                 dropped.push((p.clone(), "after advertising keys"));
             }
         }
-        r.u2 = u2;
+        r.u2 = r.server()?.close_shares()?;
         r.stage = Stage::MaskedInput;
         Ok(())
     })
@@ -324,9 +334,9 @@ async fn await_uploads(shared: &Shared, deadline: Instant) {
             Ok(state) => match &state.phase {
                 Phase::Open(r) => {
                     let failed = r.secure.as_ref().is_some_and(|s| s.failure.is_some());
-                    let cutoff = r.first_upload.map(|first| {
-                        let waited = first.saturating_duration_since(r.started);
-                        first + (waited * STRAGGLER_FACTOR).max(MIN_STRAGGLER_GRACE)
+                    let cutoff = r.quorum_at.map(|at| {
+                        let waited = at.saturating_duration_since(r.started);
+                        at + (waited * STRAGGLER_FACTOR).max(MIN_STRAGGLER_GRACE)
                     });
                     (failed || r.all_in(), cutoff)
                 }
@@ -355,14 +365,29 @@ async fn secure_unmask(
     dropped: &mut Vec<(String, &'static str)>,
     lengths: &[usize],
 ) -> anyhow::Result<Result<(), String>> {
+    // Who shared keys but sent no masked input has dropped, whether or not
+    // enough are left to unmask: a failed round names them too.
+    let missing: Vec<String> = {
+        let mut state = shared.lock_anyhow()?;
+        match state.open_round() {
+            Some(open) => match &open.secure {
+                Some(r) if r.stage == Stage::MaskedInput => {
+                    r.u2.iter()
+                        .filter(|p| !open.uploaded.contains(*p))
+                        .cloned()
+                        .collect()
+                }
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        }
+    };
+    dropped.extend(missing.into_iter().map(|p| (p, "after sharing keys")));
     close_stage(shared, |r| {
         if r.stage != Stage::MaskedInput {
             return Ok(());
         }
         let (survivors, gone) = r.server()?.unmask_request()?;
-        for p in &gone {
-            dropped.push((p.clone(), "after sharing keys"));
-        }
         r.survivors = survivors;
         r.dropped = gone;
         r.stage = Stage::Unmask;

@@ -384,9 +384,7 @@ impl Federation for FederationService {
                     (sha256, bytes)
                 }
             };
-            open.uploaded.insert(sender.clone());
-            open.first_upload
-                .get_or_insert_with(std::time::Instant::now);
+            open.mark_uploaded(sender.clone());
             open.bytes_up += bytes;
             open.train_losses
                 .push((header.num_examples, header.train_loss));

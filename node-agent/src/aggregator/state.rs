@@ -45,8 +45,12 @@ pub struct OpenRound {
     /// (examples, mean local training loss) per update.
     pub train_losses: Vec<(u64, f64)>,
     pub started: Instant,
-    /// When the first update arrived, for the straggler cutoff.
-    pub first_upload: Option<Instant>,
+    /// How many updates the round needs to count: the minimum number of
+    /// participants, and for a secure round at least its threshold.
+    pub quorum: usize,
+    /// When the quorum was in: the straggler clock starts here, never
+    /// earlier, so a cutoff cannot fail a round that waiting would save.
+    pub quorum_at: Option<Instant>,
     /// The unmasked mean update of a secure round.
     pub secure_mean: Option<Vec<Vec<f32>>>,
     /// Present when the round uses secure aggregation.
@@ -54,6 +58,14 @@ pub struct OpenRound {
 }
 
 impl OpenRound {
+    /// Records an accepted update.
+    pub fn mark_uploaded(&mut self, sender: String) {
+        self.uploaded.insert(sender);
+        if self.quorum_at.is_none() && self.uploaded.len() >= self.quorum {
+            self.quorum_at = Some(Instant::now());
+        }
+    }
+
     pub fn all_in(&self) -> bool {
         let expected: &[String] = match &self.secure {
             Some(s) => &s.u2,

@@ -33,7 +33,7 @@ impl Party {
         let child = Command::new(exe)
             .args(args)
             .current_dir(dir)
-            .env("MODELPUB_TORCH_THREADS", "1")
+            .env(modelpub_agent_config::pod::TORCH_THREADS_ENV, "1")
             .env("MODELPUB_LOG_FORMAT", "plain")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

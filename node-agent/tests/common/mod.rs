@@ -29,8 +29,18 @@ pub struct Federation {
 }
 
 /// Lays out a digits federation of `n` institutions and starts its
-/// aggregator for `rounds` rounds.
+/// aggregator for `rounds` rounds, every institution needed in each.
 pub async fn start_federation(out: &std::path::Path, n: usize, rounds: u32) -> Federation {
+    start_federation_with_min(out, n, rounds, n as u32).await
+}
+
+/// As [`start_federation`], with rounds that count once `min` updates are in.
+pub async fn start_federation_with_min(
+    out: &std::path::Path,
+    n: usize,
+    rounds: u32,
+    min: u32,
+) -> Federation {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
     let whole = Dataset::Tabular(data::load_digits(&dir).unwrap());
     let (train, test) = data::split_train_test(&whole, 0.2, 1).unwrap();
@@ -55,7 +65,7 @@ pub async fn start_federation(out: &std::path::Path, n: usize, rounds: u32) -> F
             training: &training,
             strategy: &StrategyConfig::FedAvg,
             rounds,
-            min_participants: n as u32,
+            min_participants: min,
             round_timeout_secs: 60,
             seed: 1,
             prefer_cuda: false,
@@ -108,8 +118,17 @@ pub fn join_request() -> pb::JoinRequest {
 }
 
 pub async fn await_plan(rpc: &mut FederationClient<Channel>, me: &Signer) -> pb::RoundPlan {
+    await_plan_after(rpc, me, 0).await
+}
+
+/// The plan of the first round after `after_round`.
+pub async fn await_plan_after(
+    rpc: &mut FederationClient<Channel>,
+    me: &Signer,
+    after_round: u32,
+) -> pb::RoundPlan {
     let env = rpc
-        .await_round(me.seal(0, &pb::RoundRequest { after_round: 0 }))
+        .await_round(me.seal(0, &pb::RoundRequest { after_round }))
         .await
         .unwrap()
         .into_inner();

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 
 use super::build::agent::VAULT_LABEL;
@@ -169,6 +170,8 @@ pub enum AgentState {
 pub struct Agent {
     pub vault: String,
     pub state: AgentState,
+    /// When its participant container exited, where the kubelet says.
+    pub finished_at: Option<Time>,
 }
 
 /// The participants of `vaults` from the round's pods. A vault without a
@@ -179,6 +182,7 @@ pub fn agents(vaults: &[String], pods: &[Pod]) -> Vec<Agent> {
         .iter()
         .map(|vault| {
             let mut state = AgentState::Pending;
+            let mut finished_at = None;
             for pod in pods.iter().filter(|p| {
                 p.metadata
                     .labels
@@ -187,6 +191,9 @@ pub fn agents(vaults: &[String], pods: &[Pod]) -> Vec<Agent> {
                     .is_some_and(|v| v == vault)
             }) {
                 let s = pod_state(pod);
+                if s == AgentState::Succeeded {
+                    finished_at = finished_at.max(finish_time(pod));
+                }
                 state = match (&state, s) {
                     (AgentState::Failed(_), _) => state,
                     (_, failed @ AgentState::Failed(_)) => failed,
@@ -197,9 +204,21 @@ pub fn agents(vaults: &[String], pods: &[Pod]) -> Vec<Agent> {
             Agent {
                 vault: vault.clone(),
                 state,
+                finished_at,
             }
         })
         .collect()
+}
+
+/// When the pod's last container finished.
+fn finish_time(pod: &Pod) -> Option<Time> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.clone())
+        .max()
 }
 
 fn pod_state(pod: &Pod) -> AgentState {
@@ -333,6 +352,31 @@ mod tests {
             agents(&vaults[2..], &[evicted])[0].state,
             AgentState::Failed("Evicted".into())
         );
+    }
+
+    #[test]
+    fn a_finished_participant_says_when() {
+        let at = |s: &str| Time(s.parse().unwrap());
+        let mut done = pod("hospital-a", "Succeeded");
+        if let Some(s) = done.status.as_mut() {
+            s.container_statuses = Some(vec![ContainerStatus {
+                name: "participant".into(),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 0,
+                        finished_at: Some(at("2026-03-02T10:00:05Z")),
+                        ..ContainerStateTerminated::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]);
+        }
+        let vaults = ["hospital-a", "hospital-b"].map(String::from);
+        let a = agents(&vaults, &[done, pod("hospital-b", "Running")]);
+        assert_eq!(a[0].state, AgentState::Succeeded);
+        assert_eq!(a[0].finished_at, Some(at("2026-03-02T10:00:05Z")));
+        assert_eq!(a[1].finished_at, None, "still running");
     }
 
     #[test]

@@ -93,20 +93,32 @@ fn verdict(obs: &Observation, previous: &FederationRoundStatus) -> Verdict {
             },
             message: format!("{}{dropped_note}", s.message),
         },
-        // The aggregator exits after its last round; if every participant
-        // finished too, the run is over even without a last word from it.
-        Err(_)
+        // Every participant finished but the aggregator does not answer:
+        // its final report (the last rounds' results) is worth waiting
+        // for, a moment it may be busy or restarting, but not forever.
+        Err(why)
             if !obs.agents.is_empty()
                 && obs.agents.iter().all(|a| a.state == AgentState::Succeeded)
                 && previous.phase == Phase::Running =>
         {
-            Verdict {
-                phase: Phase::Succeeded,
-                reason: "Succeeded",
-                message: format!(
-                    "every participant finished after round {}/{}",
-                    previous.current_round, obs.total_rounds
-                ),
+            if final_report_overdue(obs) {
+                Verdict {
+                    phase: Phase::Succeeded,
+                    reason: "Succeeded",
+                    message: format!(
+                        "every participant finished after round {}/{}; the aggregator gave no \
+                         final report ({why}), so later rounds may be missing from status",
+                        previous.current_round, obs.total_rounds
+                    ),
+                }
+            } else {
+                Verdict {
+                    phase: Phase::Running,
+                    reason: "AwaitingFinalReport",
+                    message: format!(
+                        "every participant finished; waiting for the aggregator's final report: {why}"
+                    ),
+                }
             }
         }
         Err(why) => Verdict {
@@ -121,6 +133,21 @@ fn verdict(obs: &Observation, previous: &FederationRoundStatus) -> Verdict {
             message: format!("no status from the aggregator yet: {why}{dropped_note}"),
         },
     }
+}
+
+/// How long after the last participant finished the aggregator's final
+/// report is waited for.
+pub const FINAL_REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether every participant finished more than [`FINAL_REPORT_GRACE`]
+/// ago (a participant without a finish time counts as long finished).
+fn final_report_overdue(obs: &Observation) -> bool {
+    obs.agents.iter().all(|a| {
+        a.finished_at.as_ref().is_none_or(|at| {
+            obs.now.0.duration_since(at.0).as_secs_f64().max(0.0)
+                >= FINAL_REPORT_GRACE.as_secs_f64()
+        })
+    })
 }
 
 fn set_conditions(
@@ -301,6 +328,7 @@ mod tests {
             .map(|(i, s)| Agent {
                 vault: format!("hospital-{}", ["a", "b", "c"][i]),
                 state: s.clone(),
+                finished_at: None,
             })
             .collect()
     }
@@ -456,18 +484,55 @@ mod tests {
         let s = observe(Some(&running), &obs(Err("timed out".into()), &a));
         assert_eq!(s.phase, Phase::Running);
         assert_eq!(s.current_round, 3, "the last known round stays");
-        let done = observe(
-            Some(&running),
+    }
+
+    #[test]
+    fn a_silent_aggregator_after_the_last_participant_is_waited_for_then_let_go() {
+        let running = observe(
+            None,
             &obs(
-                Err("connection refused".into()),
-                &agents(&vec![AgentState::Succeeded; 3]),
+                parse_status(RUNNING),
+                &agents(&vec![AgentState::Running; 3]),
             ),
         );
+        let finished = |secs_ago: i64| {
+            let mut a = agents(&vec![AgentState::Succeeded; 3]);
+            let at = now().0 - jiff::SignedDuration::from_secs(secs_ago);
+            for agent in &mut a {
+                agent.finished_at = Some(Time(at));
+            }
+            a
+        };
+        // Just finished: the aggregator's last word may still come.
+        let a = finished(10);
+        let waiting = observe(Some(&running), &obs(Err("timed out".into()), &a));
+        assert_eq!(waiting.phase, Phase::Running);
+        assert_eq!(
+            find(&waiting.conditions, PROGRESSING).unwrap().reason,
+            "AwaitingFinalReport"
+        );
+        assert_eq!(
+            waiting.message.as_deref(),
+            Some(
+                "every participant finished; waiting for the aggregator's final report: timed out"
+            )
+        );
+        assert_eq!(waiting.rounds.len(), 2, "what was known stays");
+        // Long after: the run is over, and status says what may be missing.
+        let a = finished(FINAL_REPORT_GRACE.as_secs() as i64 + 1);
+        let done = observe(Some(&waiting), &obs(Err("connection refused".into()), &a));
         assert_eq!(done.phase, Phase::Succeeded);
         assert_eq!(
             done.message.as_deref(),
-            Some("every participant finished after round 3/5")
+            Some(
+                "every participant finished after round 3/5; the aggregator gave no final report \
+                 (connection refused), so later rounds may be missing from status"
+            )
         );
+        // A kubelet that gives no finish time: nothing to wait by.
+        let a = agents(&vec![AgentState::Succeeded; 3]);
+        let done = observe(Some(&running), &obs(Err("timed out".into()), &a));
+        assert_eq!(done.phase, Phase::Succeeded);
     }
 
     #[test]

@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SecretVolumeSource, Volume,
+    EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SecretVolumeSource, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use modelpub_agent_config::pod::{VAULT_KEY, VAULT_KEY_DIR, VAULT_VOLUME_DIR, demo_vault_dir};
+use modelpub_agent_config::pod::{
+    TORCH_THREADS_ENV, VAULT_KEY, VAULT_KEY_DIR, VAULT_VOLUME_DIR, demo_vault_dir,
+};
 use modelpub_crds::federation_round::{AgentResources, VaultSpec};
 
 use super::pod::{self, SECRET_MODE, Share};
@@ -50,6 +52,18 @@ pub fn resources(r: &AgentResources) -> Option<ResourceRequirements> {
         requests: (!requests.is_empty()).then_some(requests),
         ..ResourceRequirements::default()
     })
+}
+
+/// As many libtorch threads as the CPU limit allows (rounded up, at least
+/// one); `None` without a CPU limit or with one that does not parse (the
+/// CRD schema admits only valid quantities).
+pub fn torch_threads(r: &AgentResources) -> Option<u32> {
+    let cpu = r.cpu.as_ref()?.0.trim();
+    let cores = match cpu.strip_suffix('m') {
+        Some(milli) => milli.parse::<u64>().ok()? as f64 / 1000.0,
+        None => cpu.parse::<f64>().ok().filter(|c| c.is_finite())?,
+    };
+    (cores > 0.0).then(|| (cores.ceil() as u32).max(1))
 }
 
 /// The Job of the participant on `vault` (index `part` of the round's
@@ -111,6 +125,13 @@ pub fn job(round: &Round, vault: &VaultSpec, image: &str) -> Job {
     };
     let mut main = pod::container("participant", image, pod::role_args("participant"), mounts);
     main.resources = resources(&spec.resources);
+    main.env = torch_threads(&spec.resources).map(|n| {
+        vec![EnvVar {
+            name: TORCH_THREADS_ENV.into(),
+            value: Some(n.to_string()),
+            ..EnvVar::default()
+        }]
+    });
     let mut pod_labels = round.labels(Component::NodeAgent);
     pod_labels.insert(VAULT_LABEL.into(), vault.name.clone());
     let mut meta = round.child_meta(name, Component::NodeAgent);
@@ -266,5 +287,29 @@ mod tests {
         .unwrap();
         assert_eq!(gpu_only.requests, None);
         assert_eq!(gpu_only.limits.unwrap()[GPU_RESOURCE], Quantity("2".into()));
+    }
+
+    #[test]
+    fn libtorch_gets_as_many_threads_as_the_cpu_limit() {
+        let fr = round_fixture();
+        let round = Round::new(&fr).unwrap();
+        let j = job(&round, &fr.spec.data.vaults[0], "img:1");
+        let env = pod_spec(&j).containers[0].env.clone().unwrap();
+        assert_eq!(env.len(), 1);
+        assert_eq!(env[0].name, TORCH_THREADS_ENV);
+        assert_eq!(env[0].value.as_deref(), Some("2"));
+        let threads = |cpu: &str| {
+            torch_threads(&AgentResources {
+                cpu: Some(Quantity(cpu.into())),
+                ..AgentResources::default()
+            })
+        };
+        assert_eq!(threads("4"), Some(4));
+        assert_eq!(threads("1500m"), Some(2));
+        assert_eq!(threads("0.5"), Some(1));
+        assert_eq!(threads("250m"), Some(1));
+        assert_eq!(threads("0"), None);
+        assert_eq!(threads("lots"), None);
+        assert_eq!(torch_threads(&AgentResources::default()), None);
     }
 }
