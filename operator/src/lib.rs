@@ -17,6 +17,7 @@ pub mod events;
 pub mod identity;
 pub mod labels;
 pub mod leader;
+pub mod quantity;
 pub mod rbac;
 pub mod telemetry;
 #[cfg(test)]

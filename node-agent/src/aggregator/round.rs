@@ -369,18 +369,21 @@ async fn secure_unmask(
     // enough are left to unmask: a failed round names them too.
     let missing: Vec<String> = {
         let mut state = shared.lock_anyhow()?;
-        match state.open_round() {
-            Some(open) => match &open.secure {
-                Some(r) if r.stage == Stage::MaskedInput => {
+        state
+            .open_round()
+            .and_then(|open| {
+                let r = open
+                    .secure
+                    .as_ref()
+                    .filter(|r| r.stage == Stage::MaskedInput)?;
+                Some(
                     r.u2.iter()
                         .filter(|p| !open.uploaded.contains(*p))
                         .cloned()
-                        .collect()
-                }
-                _ => Vec::new(),
-            },
-            None => Vec::new(),
-        }
+                        .collect(),
+                )
+            })
+            .unwrap_or_default()
     };
     dropped.extend(missing.into_iter().map(|p| (p, "after sharing keys")));
     close_stage(shared, |r| {

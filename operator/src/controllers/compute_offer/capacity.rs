@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use modelpub_crds::compute_offer::Capacity;
 
-use super::quantity::{cpu_quantity, memory_quantity, parse_milli};
+use crate::quantity::{cpu_quantity, memory_quantity, parse_milli};
 
 /// The extended resource the NVIDIA device plugin advertises.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";

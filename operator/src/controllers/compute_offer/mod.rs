@@ -13,7 +13,6 @@
 //! is nothing to delete; leases are released by their borrowers' rounds).
 
 pub mod capacity;
-pub mod quantity;
 pub mod schedule;
 pub mod status;
 pub mod validate;

@@ -5,9 +5,9 @@
 
 use modelpub_crds::ComputeOfferSpec;
 
-use super::quantity::parse_milli;
 use super::schedule::{ParsedWindow, parse_window};
 use crate::error::{FieldError, SpecErrors};
+use crate::quantity::parse_milli;
 
 /// What a valid spec yields for the reconcile.
 #[derive(Debug, Clone, PartialEq)]

@@ -298,6 +298,21 @@ mod tests {
         }
     }
 
+    /// `pod` with its participant container terminated as `how`.
+    fn terminated(mut pod: Pod, how: ContainerStateTerminated) -> Pod {
+        if let Some(s) = pod.status.as_mut() {
+            s.container_statuses = Some(vec![ContainerStatus {
+                name: "participant".into(),
+                state: Some(ContainerState {
+                    terminated: Some(how),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]);
+        }
+        pod
+    }
+
     #[test]
     fn parses_the_aggregator_status() {
         let s = parse_status(
@@ -319,21 +334,14 @@ mod tests {
 
     #[test]
     fn failed_pods_are_dropouts_with_their_reason() {
-        let mut oom = pod("hospital-b", "Failed");
-        if let Some(s) = oom.status.as_mut() {
-            s.container_statuses = Some(vec![ContainerStatus {
-                name: "participant".into(),
-                state: Some(ContainerState {
-                    terminated: Some(ContainerStateTerminated {
-                        exit_code: 137,
-                        reason: Some("OOMKilled".into()),
-                        ..ContainerStateTerminated::default()
-                    }),
-                    ..ContainerState::default()
-                }),
-                ..ContainerStatus::default()
-            }]);
-        }
+        let oom = terminated(
+            pod("hospital-b", "Failed"),
+            ContainerStateTerminated {
+                exit_code: 137,
+                reason: Some("OOMKilled".into()),
+                ..ContainerStateTerminated::default()
+            },
+        );
         let vaults = ["hospital-a", "hospital-b", "hospital-c"].map(String::from);
         let a = agents(&vaults, &[pod("hospital-a", "Running"), oom]);
         assert_eq!(a[0].state, AgentState::Running);
@@ -357,21 +365,14 @@ mod tests {
     #[test]
     fn a_finished_participant_says_when() {
         let at = |s: &str| Time(s.parse().unwrap());
-        let mut done = pod("hospital-a", "Succeeded");
-        if let Some(s) = done.status.as_mut() {
-            s.container_statuses = Some(vec![ContainerStatus {
-                name: "participant".into(),
-                state: Some(ContainerState {
-                    terminated: Some(ContainerStateTerminated {
-                        exit_code: 0,
-                        finished_at: Some(at("2026-03-02T10:00:05Z")),
-                        ..ContainerStateTerminated::default()
-                    }),
-                    ..ContainerState::default()
-                }),
-                ..ContainerStatus::default()
-            }]);
-        }
+        let done = terminated(
+            pod("hospital-a", "Succeeded"),
+            ContainerStateTerminated {
+                exit_code: 0,
+                finished_at: Some(at("2026-03-02T10:00:05Z")),
+                ..ContainerStateTerminated::default()
+            },
+        );
         let vaults = ["hospital-a", "hospital-b"].map(String::from);
         let a = agents(&vaults, &[done, pod("hospital-b", "Running")]);
         assert_eq!(a[0].state, AgentState::Succeeded);

@@ -22,6 +22,7 @@ use modelpub_crds::federation_round::{AgentResources, VaultSpec};
 use super::pod::{self, SECRET_MODE, Share};
 use super::{Round, names};
 use crate::labels::{self, Component};
+use crate::quantity::parse_milli;
 
 pub const VAULT_KEY_VOLUME: &str = "vault-key";
 pub const VAULT_VOLUME: &str = "vault";
@@ -54,16 +55,12 @@ pub fn resources(r: &AgentResources) -> Option<ResourceRequirements> {
     })
 }
 
-/// As many libtorch threads as the CPU limit allows (rounded up, at least
-/// one); `None` without a CPU limit or with one that does not parse (the
-/// CRD schema admits only valid quantities).
+/// As many libtorch threads as the CPU limit allows (whole cores, rounded
+/// up); `None` without a positive CPU limit or with one that does not
+/// parse (the CRD schema admits only valid quantities).
 pub fn torch_threads(r: &AgentResources) -> Option<u32> {
-    let cpu = r.cpu.as_ref()?.0.trim();
-    let cores = match cpu.strip_suffix('m') {
-        Some(milli) => milli.parse::<u64>().ok()? as f64 / 1000.0,
-        None => cpu.parse::<f64>().ok().filter(|c| c.is_finite())?,
-    };
-    (cores > 0.0).then(|| (cores.ceil() as u32).max(1))
+    let milli = parse_milli(&r.cpu.as_ref()?.0).ok().filter(|m| *m > 0)?;
+    u32::try_from((milli + 999) / 1000).ok()
 }
 
 /// The Job of the participant on `vault` (index `part` of the round's
