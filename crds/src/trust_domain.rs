@@ -29,6 +29,15 @@ use crate::condition::{Condition, Time};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.members.exists(m, m.name == self.self.name)").message("members must not include this cluster's own name (spec.self.name)").field_path(".members"))]
 pub struct TrustDomainSpec {
+    /// The federation's name, a DNS label every member's TrustDomain
+    /// shares: join tokens name it, and a token for another federation is
+    /// refused. Absent means this TrustDomain's `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub federation: Option<String>,
     /// This cluster's identity in the federation.
     #[serde(rename = "self")]
     pub self_: SelfIdentity,
@@ -65,11 +74,15 @@ pub struct SelfIdentity {
     pub endpoint: String,
 }
 
-/// A trusted peer. At least one of `publicKey` or `fingerprint` pins its
-/// identity; `caBundle` additionally pins its TLS certificate chain.
+/// A trusted peer. The peer's `joinToken` (from its TrustDomain status)
+/// pins its key, its CA and its endpoint at once; without one, `publicKey`
+/// or `fingerprint` pins its identity, `endpoint` says where it is, and
+/// `caBundle` additionally pins its TLS certificate chain. Pins given next
+/// to a token must agree with it.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.publicKey) || has(self.fingerprint)").message("a member needs a publicKey or a fingerprint pin"))]
+#[x_kube(validation = Rule::new("has(self.joinToken) || has(self.publicKey) || has(self.fingerprint)").message("a member needs a joinToken, a publicKey or a fingerprint pin"))]
+#[x_kube(validation = Rule::new("has(self.joinToken) || has(self.endpoint)").message("a member needs an endpoint unless its joinToken gives one").field_path(".endpoint"))]
 pub struct Member {
     /// The peer's name in the federation (its `spec.self.name`), a DNS label.
     #[schemars(
@@ -77,12 +90,21 @@ pub struct Member {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub name: String,
-    /// The peer's `https://host:port` federation endpoint.
+    /// The peer's `https://host:port` federation endpoint. Absent means the
+    /// one in `joinToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 2048),
         regex(pattern = r"^https://[^\s/]+(:[0-9]{1,5})?(/.*)?$")
     )]
-    pub endpoint: String,
+    pub endpoint: Option<String>,
+    /// The peer's join token (`mpj2.…`, its TrustDomain's
+    /// `status.joinToken`): signed by the peer's identity, for this
+    /// federation, and accepted only before it expires. Once accepted it
+    /// stays trusted after expiry; changing it is a new acceptance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16384))]
+    pub join_token: Option<String>,
     /// The peer's Ed25519 public key: 64 lower-case hex characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
@@ -183,11 +205,16 @@ pub struct TrustDomainStatus {
     /// Our Ed25519 public key in hex, for peers that pin keys directly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
-    /// A token peers paste to add this cluster as a member: `mpj1.` and the
-    /// base64url JSON of our name, endpoint, public key and fingerprints. It
-    /// holds no secret.
+    /// A token peers paste into their `spec.members[].joinToken` to trust
+    /// this cluster: `mpj2.` and the base64url JSON of the federation, our
+    /// name, endpoint, public key and CA certificate, signed by our
+    /// identity and valid until `joinTokenExpiry`. It holds no secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_token: Option<String>,
+    /// When `joinToken` stops being accepted by peers that have not
+    /// accepted it yet; a fresh one is published before then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token_expiry: Option<Time>,
     /// Name of the Secret holding our private identity key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_secret_name: Option<String>,
@@ -205,13 +232,33 @@ pub struct TrustDomainStatus {
     pub observed_generation: Option<i64>,
 }
 
-/// One member as last probed.
+/// One member: whether its pins are trusted, and how it answered the last
+/// probe.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
     /// The member's name.
     pub name: String,
-    /// Whether its endpoint answered with the pinned identity.
+    /// Whether its pins are accepted: false when its join token was
+    /// refused (see `reason`). An untrusted member is not probed and takes
+    /// part in nothing.
+    #[serde(default = "default_true")]
+    pub trusted: bool,
+    /// Why it is not trusted, or what it is pinned by: `Pinned`,
+    /// `JoinTokenAccepted`, `JoinTokenExpired`, `JoinTokenTampered`,
+    /// `JoinTokenForeignFederation`, `JoinTokenMismatch` or
+    /// `JoinTokenInvalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The identity fingerprint it is pinned to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The SHA-256 (hex) of the join token accepted for it; a token whose
+    /// digest is recorded here is not checked for expiry again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_token_sha256: Option<String>,
+    /// Whether its endpoint answered (over TLS to its pinned CA when one
+    /// is known).
     pub reachable: bool,
     /// When the operator last probed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,4 +266,16 @@ pub struct MemberStatus {
     /// Why it is unreachable, or what it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl TrustDomain {
+    /// The federation this TrustDomain belongs to: `spec.federation`, or
+    /// its own name.
+    pub fn federation_name(&self) -> String {
+        self.spec
+            .federation
+            .clone()
+            .or_else(|| self.metadata.name.clone())
+            .unwrap_or_default()
+    }
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
-use modelpub_crds::trust_domain::Member;
 
+use crate::controllers::trust_domain::peers::Peer;
 use crate::controllers::trust_domain::probe::{MemberProbe, ProbeOutcome};
 
 /// Answers from a table keyed by endpoint; endpoints not in the table are
@@ -33,7 +33,7 @@ impl FakeProbe {
 }
 
 impl MemberProbe for FakeProbe {
-    fn probe<'a>(&'a self, member: &'a Member) -> BoxFuture<'a, ProbeOutcome> {
+    fn probe<'a>(&'a self, member: &'a Peer) -> BoxFuture<'a, ProbeOutcome> {
         let outcome = self
             .answers
             .get(&member.endpoint)

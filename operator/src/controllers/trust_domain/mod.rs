@@ -12,6 +12,7 @@
 
 pub mod build;
 pub mod join_token;
+pub mod peers;
 pub mod probe;
 pub mod status;
 pub mod validate;
@@ -28,6 +29,7 @@ use kube::{Client, ResourceExt};
 use modelpub_crds::TrustDomain;
 
 use self::build::KeySecret;
+use self::peers::Trust;
 use crate::apply::{self, Created, describe};
 use crate::context::Context;
 use crate::controllers::{drive, reconcile_with_finalizer};
@@ -75,7 +77,7 @@ async fn apply(td: &TrustDomain, ctx: &Context) -> Result<Action, Error> {
     let ns = td.namespace().unwrap_or_default();
     let name = td.name_any();
     let tds: Api<TrustDomain> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Err(errors) = validate::validate(&td.spec) {
+    if let Err(errors) = validate::validate(&name, &td.spec) {
         let status = status::invalid(td, &errors, ctx.clock.now_time());
         apply::apply_status(&tds, Some(&ns), &name, &status).await?;
         return Err(Error::InvalidSpec(errors));
@@ -103,18 +105,48 @@ async fn apply(td: &TrustDomain, ctx: &Context) -> Result<Action, Error> {
         .get(CA_CRT)
         .and_then(|b| std::str::from_utf8(&b.0).ok())
         .ok_or_else(|| Error::identity(&ca_what, format!("has no UTF-8 `{CA_CRT}`")))?;
+    let federation = td.federation_name();
+    let now = ctx.clock.now().as_second();
+    let ca_fingerprint = identity::certificate_fingerprint(&ca_what, ca_pem)?;
+    let facts = join_token::TokenFacts {
+        federation: &federation,
+        endpoint: &td.spec.self_.endpoint,
+        ca_certificate: ca_pem,
+        ca_fingerprint: &ca_fingerprint,
+        expires: 0,
+    };
+    let previous = td.status.as_ref();
     let issued = status::Issued {
         public: identity.public(),
-        ca_fingerprint: identity::certificate_fingerprint(&ca_what, ca_pem)?,
+        join_token: status::join_token(
+            previous.and_then(|s| s.join_token.as_deref()),
+            &identity,
+            &facts,
+            now,
+        ),
+        ca_fingerprint,
         identity_secret_name: identity_name,
     };
 
-    let probes = futures::future::join_all(
-        td.spec
-            .members
-            .iter()
-            .map(|m| async move { (m.name.clone(), ctx.prober.probe(m).await) }),
-    )
+    let verdicts: Vec<Trust> = td
+        .spec
+        .members
+        .iter()
+        .map(|m| {
+            let before = previous.and_then(|s| s.members.iter().find(|p| p.name == m.name));
+            peers::resolve(m, &federation, before, now)
+        })
+        .collect();
+    announce_verdicts(td, &verdicts, ctx).await;
+    let probes = futures::future::join_all(verdicts.into_iter().map(|v| async move {
+        match v {
+            Trust::Trusted(peer) => {
+                let outcome = ctx.prober.probe(&peer).await;
+                status::Observed::Probed(peer, outcome)
+            }
+            Trust::Refused(r) => status::Observed::Refused(r),
+        }
+    }))
     .await;
 
     let status = status::issued(td, &issued, &probes, ctx.clock.now_time());
@@ -124,6 +156,54 @@ async fn apply(td: &TrustDomain, ctx: &Context) -> Result<Action, Error> {
         apply::apply_status(&tds, Some(&ns), &name, &status).await?;
     }
     Ok(Action::requeue(PROBE_INTERVAL))
+}
+
+/// A Warning Event for each member whose join token is newly refused (or
+/// refused for a new reason), a Normal one for each newly accepted token.
+/// Unchanged verdicts say nothing: the reconcile runs every minute.
+async fn announce_verdicts(td: &TrustDomain, verdicts: &[Trust], ctx: &Context) {
+    let previous = td
+        .status
+        .as_ref()
+        .map(|s| s.members.as_slice())
+        .unwrap_or(&[]);
+    for verdict in verdicts {
+        let before = previous.iter().find(|p| p.name == verdict.name());
+        match verdict {
+            Trust::Refused(r) => {
+                let message = r.error.to_string();
+                if before.is_some_and(|b| !b.trusted && b.message.as_deref() == Some(&message)) {
+                    continue;
+                }
+                ctx.events
+                    .warning(
+                        td,
+                        r.error.reason(),
+                        "AcceptJoinToken",
+                        format!("refused member {}: {message}", r.name),
+                    )
+                    .await;
+            }
+            Trust::Trusted(p) if p.reason == peers::TOKEN_ACCEPTED => {
+                if before.is_some_and(|b| b.accepted_token_sha256 == p.accepted_token_sha256) {
+                    continue;
+                }
+                ctx.events
+                    .normal(
+                        td,
+                        peers::TOKEN_ACCEPTED,
+                        "AcceptJoinToken",
+                        format!(
+                            "trusting member {} by its join token, pinned to {}",
+                            p.name,
+                            p.fingerprint.as_deref().unwrap_or("?")
+                        ),
+                    )
+                    .await;
+            }
+            Trust::Trusted(_) => {}
+        }
+    }
 }
 
 /// The data of `kind`'s Secret: read when it exists, otherwise generated,

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use modelpub_crds::trust_domain::Member;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
+
+use super::peers::Peer;
 
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +40,7 @@ impl ProbeOutcome {
 
 /// Probes one member.
 pub trait MemberProbe: Send + Sync {
-    fn probe<'a>(&'a self, member: &'a Member) -> BoxFuture<'a, ProbeOutcome>;
+    fn probe<'a>(&'a self, member: &'a Peer) -> BoxFuture<'a, ProbeOutcome>;
 }
 
 /// Opens a TCP connection to the member's endpoint (port 443 when none);
@@ -61,7 +62,7 @@ impl Default for NetworkProbe {
 }
 
 impl MemberProbe for NetworkProbe {
-    fn probe<'a>(&'a self, member: &'a Member) -> BoxFuture<'a, ProbeOutcome> {
+    fn probe<'a>(&'a self, member: &'a Peer) -> BoxFuture<'a, ProbeOutcome> {
         Box::pin(async move {
             let secs = self.timeout.as_secs();
             match tokio::time::timeout(self.timeout, probe(member)).await {
@@ -76,7 +77,7 @@ impl MemberProbe for NetworkProbe {
     }
 }
 
-async fn probe(member: &Member) -> Result<String, String> {
+async fn probe(member: &Peer) -> Result<String, String> {
     let address = socket_address(&member.endpoint)?;
     let tcp = TcpStream::connect(&address)
         .await
@@ -155,13 +156,15 @@ mod tests {
     use modelpub_protocol::tls::FederationCa;
     use rustls::pki_types::PrivateKeyDer;
 
-    fn member(endpoint: String, ca_bundle: Option<String>) -> Member {
-        Member {
+    fn member(endpoint: String, ca_bundle: Option<String>) -> Peer {
+        Peer {
             name: "b".into(),
             endpoint,
-            public_key: None,
+            public: None,
             fingerprint: Some(format!("SHA256:{}", "0".repeat(64))),
             ca_bundle,
+            reason: crate::controllers::trust_domain::peers::PINNED,
+            accepted_token_sha256: None,
         }
     }
 

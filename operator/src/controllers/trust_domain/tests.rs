@@ -32,13 +32,15 @@ pub(crate) fn trust_domain() -> TrustDomain {
     let mut td = TrustDomain::new(
         "fed",
         TrustDomainSpec {
+            federation: None,
             self_: SelfIdentity {
                 name: "hospital-a".into(),
                 endpoint: "https://a.example:7443".into(),
             },
             members: vec![Member {
                 name: "hospital-b".into(),
-                endpoint: "https://b.example:7443".into(),
+                endpoint: Some("https://b.example:7443".into()),
+                join_token: None,
                 fingerprint: Some(b.fingerprint()),
                 public_key: Some(b.public_key),
                 ca_bundle: None,
@@ -287,6 +289,93 @@ pub(crate) async fn unreachable_members_are_reported() -> BTreeSet<Grant> {
     seen
 }
 
+/// Members by join token: one from another federation is refused (a
+/// Warning Event, `Ready=False`, not probed), one valid token is accepted
+/// (a Normal Event, pinned to the token's key and CA).
+pub(crate) async fn join_tokens_are_accepted_or_refused_with_events() -> BTreeSet<Grant> {
+    let mut td = with_finalizer(trust_domain());
+    let now = testing::monday_10_utc().as_second();
+    let c = Identity::from_secret_bytes("hospital-c", [11; 32]);
+    let d = Identity::from_secret_bytes("hospital-d", [12; 32]);
+    let by_token = |name: &str, token: String| Member {
+        name: name.into(),
+        endpoint: None,
+        join_token: Some(token),
+        public_key: None,
+        fingerprint: None,
+        ca_bundle: None,
+    };
+    let foreign = super::join_token::tests::issue_for(&c, "oncology", now + 60);
+    let good = super::join_token::tests::issue_for(&d, "fed", now + 60);
+    td.spec
+        .members
+        .push(by_token("hospital-c", foreign.encode()));
+    td.spec.members.push(by_token("hospital-d", good.encode()));
+    let id = key_secret(
+        &td,
+        KeySecret::Identity,
+        KeySecret::Identity.generate("hospital-a").unwrap(),
+    );
+    let ca = key_secret(
+        &td,
+        KeySecret::Ca,
+        KeySecret::Ca.generate("hospital-a").unwrap(),
+    );
+    let (ctx, mut api) = testing::context_with(
+        Clock::Fixed(testing::monday_10_utc()),
+        Arc::new(FakeProbe::all_reachable()),
+    );
+    let task = tokio::spawn(reconcile(Arc::new(td), ctx));
+    api.expect("GET", &format!("{SECRETS}/fed-identity"))
+        .await
+        .respond(200, &id);
+    api.expect("GET", &format!("{SECRETS}/fed-ca"))
+        .await
+        .respond(200, &ca);
+    let refused = api
+        .expect_event("research", "Warning", "JoinTokenForeignFederation")
+        .await;
+    let note = refused["note"].as_str().unwrap().to_string();
+    assert!(
+        note.starts_with("refused member hospital-c: join token is for federation \"oncology\""),
+        "{note}"
+    );
+    let accepted = api
+        .expect_event("research", "Normal", "JoinTokenAccepted")
+        .await;
+    let note = accepted["note"].as_str().unwrap().to_string();
+    assert!(note.contains(&d.public().fingerprint()), "{note}");
+    let status = status_applied(&mut api).await;
+    let (result, seen) = api.finish(task).await;
+    assert!(result.is_ok());
+    let c_status = &status.members[1];
+    assert!(!c_status.trusted && c_status.last_probe_time.is_none());
+    assert_eq!(
+        c_status.reason.as_deref(),
+        Some("JoinTokenForeignFederation")
+    );
+    let d_status = &status.members[2];
+    assert!(d_status.trusted && d_status.reachable);
+    assert_eq!(d_status.fingerprint, Some(d.public().fingerprint()));
+    assert_eq!(
+        d_status.accepted_token_sha256,
+        Some(super::peers::token_sha256(&good.encode()))
+    );
+    let (s, reason, message) = ready(&status);
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "MemberRefused"));
+    assert_eq!(
+        message,
+        "not trusted: hospital-c (JoinTokenForeignFederation)"
+    );
+    // The status carries our own signed token, for this federation.
+    let ours = super::join_token::JoinToken::parse(status.join_token.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (ours.federation.as_str(), ours.name.as_str()),
+        ("fed", "hospital-a")
+    );
+    seen
+}
+
 pub(crate) async fn deletion_removes_the_secrets_then_the_finalizer() -> BTreeSet<Grant> {
     let mut td = with_finalizer(trust_domain());
     td.metadata.deletion_timestamp = Some(modelpub_crds::condition::Time(testing::monday_10_utc()));
@@ -460,17 +549,37 @@ pub(crate) async fn a_fresh_unchanged_status_is_not_written_again() -> BTreeSet<
         KeySecret::Ca.generate("hospital-a").unwrap(),
     );
     let ca_pem = std::str::from_utf8(&ca.data.as_ref().unwrap()["ca.crt"].0).unwrap();
-    let facts = super::status::Issued {
-        public: public_of(id.data.as_ref().unwrap()),
-        ca_fingerprint: identity::certificate_fingerprint("ca", ca_pem).unwrap(),
-        identity_secret_name: "fed-identity".into(),
-    };
     // Written 10 s ago by the reconcile whose write triggered this one.
     let ten_s_ago = modelpub_crds::condition::Time(
         testing::monday_10_utc() - jiff::SignedDuration::from_secs(10),
     );
-    let probes = vec![(
-        "hospital-b".to_string(),
+    let ca_fingerprint = identity::certificate_fingerprint("ca", ca_pem).unwrap();
+    let me = identity::identity_from_data("id", id.data.as_ref().unwrap()).unwrap();
+    let token = super::status::join_token(
+        None,
+        &me,
+        &super::join_token::TokenFacts {
+            federation: "fed",
+            endpoint: "https://a.example:7443",
+            ca_certificate: ca_pem,
+            ca_fingerprint: &ca_fingerprint,
+            expires: 0,
+        },
+        ten_s_ago.0.as_second(),
+    );
+    let facts = super::status::Issued {
+        public: public_of(id.data.as_ref().unwrap()),
+        ca_fingerprint,
+        identity_secret_name: "fed-identity".into(),
+        join_token: token,
+    };
+    let b = trust_domain().spec.members[0].clone();
+    let peer = match super::peers::resolve(&b, "fed", None, 0) {
+        super::peers::Trust::Trusted(p) => p,
+        super::peers::Trust::Refused(r) => panic!("{}", r.error),
+    };
+    let probes = vec![super::status::Observed::Probed(
+        peer,
         ProbeOutcome::reachable("connected"),
     )];
     td.status = Some(super::status::issued(&td, &facts, &probes, ten_s_ago));
@@ -496,6 +605,7 @@ pub(crate) async fn exercised() -> BTreeSet<Grant> {
     all.extend(existing_key_material_is_never_overwritten().await);
     all.extend(a_concurrent_creator_wins_and_its_key_is_used().await);
     all.extend(unreachable_members_are_reported().await);
+    all.extend(join_tokens_are_accepted_or_refused_with_events().await);
     all.extend(deletion_removes_the_secrets_then_the_finalizer().await);
     all.extend(an_invalid_spec_is_explained_in_status_and_events().await);
     all.extend(an_api_failure_is_a_warning_and_a_retry().await);
@@ -527,6 +637,11 @@ async fn already_exists_reads_the_winner() {
 #[tokio::test]
 async fn unreachable_member_makes_ready_false() {
     unreachable_members_are_reported().await;
+}
+
+#[tokio::test]
+async fn join_tokens_are_judged_per_member() {
+    join_tokens_are_accepted_or_refused_with_events().await;
 }
 
 #[tokio::test]

@@ -40,8 +40,23 @@ pub fn check_public_key(name: &str, hex_key: &str) -> Result<PublicIdentity, Str
     Ok(public)
 }
 
-pub fn validate(spec: &TrustDomainSpec) -> Result<(), SpecErrors> {
+/// Checks `spec` of the TrustDomain named `name`. Join tokens are not
+/// judged here: a refused token refuses its member only (see `peers`).
+pub fn validate(name: &str, spec: &TrustDomainSpec) -> Result<(), SpecErrors> {
     let mut errors = Vec::new();
+    match &spec.federation {
+        Some(f) if !is_dns_label(f) => errors.push(FieldError::new(
+            "spec.federation",
+            format!("{f:?} is not a DNS label (a-z, 0-9, '-')"),
+        )),
+        None if !is_dns_label(name) => errors.push(FieldError::new(
+            "spec.federation",
+            format!(
+                "required: the federation is named after the TrustDomain, and {name:?} is not a DNS label"
+            ),
+        )),
+        _ => {}
+    }
     if !is_dns_label(&spec.self_.name) {
         errors.push(FieldError::new(
             "spec.self.name",
@@ -70,13 +85,22 @@ pub fn validate(spec: &TrustDomainSpec) -> Result<(), SpecErrors> {
                 format!("{:?} is listed twice", m.name),
             ));
         }
-        if let Err(e) = socket_address(&m.endpoint) {
-            errors.push(FieldError::new(field("endpoint"), e));
+        match &m.endpoint {
+            Some(endpoint) => {
+                if let Err(e) = socket_address(endpoint) {
+                    errors.push(FieldError::new(field("endpoint"), e));
+                }
+            }
+            None if m.join_token.is_none() => errors.push(FieldError::new(
+                field("endpoint"),
+                "a member needs an endpoint unless its joinToken gives one",
+            )),
+            None => {}
         }
-        if m.public_key.is_none() && m.fingerprint.is_none() {
+        if m.public_key.is_none() && m.fingerprint.is_none() && m.join_token.is_none() {
             errors.push(FieldError::new(
                 field("publicKey"),
-                "a member needs a publicKey or a fingerprint pin",
+                "a member needs a joinToken, a publicKey or a fingerprint pin",
             ));
         }
         let public = match &m.public_key {
@@ -143,6 +167,7 @@ mod tests {
 
     pub(crate) fn spec() -> TrustDomainSpec {
         TrustDomainSpec {
+            federation: None,
             self_: SelfIdentity {
                 name: "hospital-a".into(),
                 endpoint: "https://a.example:7443".into(),
@@ -156,7 +181,8 @@ mod tests {
         let id = modelpub_protocol::identity::Identity::from_secret_bytes(name, [7; 32]).public();
         Member {
             name: name.into(),
-            endpoint: format!("https://{name}.example:7443"),
+            endpoint: Some(format!("https://{name}.example:7443")),
+            join_token: None,
             public_key: Some(id.public_key.clone()),
             fingerprint: Some(id.fingerprint()),
             ca_bundle: None,
@@ -164,7 +190,7 @@ mod tests {
     }
 
     fn fields(spec: &TrustDomainSpec) -> Vec<String> {
-        match validate(spec) {
+        match validate("fed", spec) {
             Ok(()) => vec![],
             Err(e) => e.0.into_iter().map(|f| f.field).collect(),
         }
@@ -174,7 +200,7 @@ mod tests {
     fn a_sound_spec_passes() {
         let mut s = spec();
         s.members = vec![member("hospital-b"), member("hospital-c")];
-        assert_eq!(validate(&s), Ok(()));
+        assert_eq!(validate("fed", &s), Ok(()));
     }
 
     #[test]
@@ -188,7 +214,7 @@ mod tests {
         let mut unpinned = member("hospital-c");
         unpinned.public_key = None;
         unpinned.fingerprint = None;
-        unpinned.endpoint = "https://c.example:x".into();
+        unpinned.endpoint = Some("https://c.example:x".into());
         s.members = vec![member("hospital-b"), dup, own, unpinned];
         assert_eq!(
             fields(&s),
@@ -202,12 +228,39 @@ mod tests {
                 "spec.members[3].publicKey",
             ]
         );
-        let msg = validate(&s).unwrap_err().to_string();
+        let msg = validate("fed", &s).unwrap_err().to_string();
         assert!(
             msg.contains("spec.members[1].fingerprint: does not match publicKey"),
             "{msg}"
         );
         assert!(msg.contains("own name"), "{msg}");
+    }
+
+    #[test]
+    fn a_token_stands_in_for_pins_and_endpoint_and_the_federation_needs_a_label() {
+        let mut s = spec();
+        let mut by_token = member("hospital-b");
+        by_token.endpoint = None;
+        by_token.public_key = None;
+        by_token.fingerprint = None;
+        by_token.join_token = Some("mpj2.judged-by-peers-rs".into());
+        let mut nothing = by_token.clone();
+        nothing.name = "hospital-c".into();
+        nothing.join_token = None;
+        s.members = vec![by_token, nothing];
+        assert_eq!(
+            fields(&s),
+            ["spec.members[1].endpoint", "spec.members[1].publicKey"]
+        );
+        s.members.clear();
+        assert_eq!(
+            validate("fed.example", &s).unwrap_err().0[0].field,
+            "spec.federation"
+        );
+        s.federation = Some("cardio".into());
+        assert_eq!(validate("fed.example", &s), Ok(()));
+        s.federation = Some("Cardio".into());
+        assert_eq!(fields(&s), ["spec.federation"]);
     }
 
     #[test]
