@@ -52,7 +52,9 @@ fn header(text: &str, key: &str) -> Option<String> {
 
 #[test]
 fn every_valid_example_is_accepted_and_reads_as_its_rust_type() {
-    let files = yaml_files(&examples_dir());
+    // The top level and each walk-through's folder (`invalid/` aside).
+    let mut files = yaml_files(&examples_dir());
+    files.extend(yaml_files(&examples_dir().join("two-clusters")));
     let kinds: Vec<String> = files
         .iter()
         .flat_map(|f| documents(f).1)

@@ -12,6 +12,7 @@ pub mod kubelet;
 pub mod manifest;
 pub mod prometheus;
 pub mod rbac;
+pub mod readme;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -37,8 +37,6 @@ const OPERATOR_PODS: &str = "app.kubernetes.io/name=modelpub,app.kubernetes.io/c
 /// same settings: one of the 359 held-out digits classified differently
 /// (see `example_round_succeeds_like_the_simulation`).
 const ONE_HELD_OUT_EXAMPLE: f64 = 1.0 / 359.0 + 1e-9;
-/// Image registry substituted for the README's `<registry>`.
-const REGISTRY_ENV: &str = "MODELPUB_E2E_REGISTRY";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_product_installs_trains_survives_and_cleans_up() -> Result<(), Failure> {
@@ -120,24 +118,10 @@ async fn steps(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
 
 // ----- the README --------------------------------------------------------
 
-/// The shell blocks of the README's "On a cluster" section, with
-/// `<registry>` replaced by `$MODELPUB_E2E_REGISTRY` (default
-/// `ghcr.io/modelpub`, what the local kubelet runs and the kind workflow
-/// loads).
+/// The shell blocks of the README's "On a cluster" section: the helm
+/// install, then the kubectl walk-through.
 fn readme_walkthrough() -> anyhow::Result<Vec<String>> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md"))?;
-    let section = readme
-        .split("\n## On a cluster")
-        .nth(1)
-        .context("README.md has no `## On a cluster` section")?;
-    let section = section.split("\n## ").next().unwrap_or(section);
-    let registry = std::env::var(REGISTRY_ENV).unwrap_or_else(|_| "ghcr.io/modelpub".into());
-    let blocks: Vec<String> = section
-        .split("```sh\n")
-        .skip(1)
-        .filter_map(|b| b.split("\n```").next())
-        .map(|b| b.replace("<registry>", &registry))
-        .collect();
+    let blocks = modelpub_e2e::readme::shell_blocks("On a cluster")?;
     ensure!(
         blocks.len() >= 2,
         "README `On a cluster`: expected the helm install block and the kubectl block, found {}",
@@ -162,30 +146,7 @@ fn run_block(cluster: &Cluster, block: &str) -> anyhow::Result<()> {
 
 /// Waits for one Ready operator pod and returns it.
 async fn operator_ready(cluster: &Cluster) -> anyhow::Result<Pod> {
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
-    eventually("a Ready operator pod", Duration::from_secs(180), || {
-        let pods = pods.clone();
-        async move {
-            let list = pods
-                .list(&ListParams::default().labels(OPERATOR_PODS))
-                .await?;
-            let ready: Vec<Pod> = list.items.into_iter().filter(is_ready).collect();
-            Ok(match ready.len() {
-                1 => Ok(ready.into_iter().next().expect("one")),
-                n => Err(format!("{n} ready operator pods")),
-            })
-        }
-    })
-    .await
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    cluster.one_ready_pod(NS, OPERATOR_PODS).await
 }
 
 /// The pod runs as the chart's ServiceAccount (whose token is all it has:

@@ -67,6 +67,47 @@ impl Cluster {
         }
     }
 
+    /// A local cluster whatever `MODELPUB_E2E_KUBECONFIG` says: for suites
+    /// that need several clusters at once (`tests/peering.rs`).
+    pub async fn start_local(work_dir: &Path) -> Result<Self, ClusterError> {
+        let local = local::LocalCluster::start(work_dir).await?;
+        Ok(Self {
+            client: local.client.clone(),
+            kubeconfig: local.kubeconfig.clone(),
+            tools: Tools::new(&local.kubeconfig),
+            local: Some(local),
+        })
+    }
+
+    /// Waits up to 3 minutes for exactly one Ready pod matching `selector`
+    /// in `namespace` (the chart's operator) and returns it.
+    pub async fn one_ready_pod(
+        &self,
+        namespace: &str,
+        selector: &str,
+    ) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+        use k8s_openapi::api::core::v1::Pod;
+        let pods: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), namespace);
+        eventually(
+            &format!("one Ready pod {selector}"),
+            std::time::Duration::from_secs(180),
+            || {
+                let pods = pods.clone();
+                async move {
+                    let list = pods
+                        .list(&kube::api::ListParams::default().labels(selector))
+                        .await?;
+                    let ready: Vec<Pod> = list.items.into_iter().filter(is_ready).collect();
+                    Ok(match ready.len() {
+                        1 => Ok(ready.into_iter().next().expect("one")),
+                        n => Err(format!("{n} ready pods")),
+                    })
+                }
+            },
+        )
+        .await
+    }
+
     async fn real(path: PathBuf) -> Result<Self, ClusterError> {
         let kubeconfig = kube::config::Kubeconfig::read_from(&path).map_err(|source| {
             ClusterError::Kubeconfig {
@@ -146,10 +187,29 @@ impl Cluster {
         }
     }
 
+    /// The local cluster's admin kubeconfig as JSON (what
+    /// `ApiServer::kubeconfig` writes), for merging several into one file
+    /// with a context each; `None` on a real cluster.
+    pub fn local_kubeconfig_json(&self) -> Option<serde_json::Value> {
+        self.local.as_ref()?;
+        let text = std::fs::read_to_string(&self.kubeconfig).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// Stops the local cluster's pods (a real cluster is left as it is).
     pub async fn shutdown(self) {
         if let Some(local) = self.local {
             local.shutdown().await;
         }
     }
+}
+
+/// Running, Ready and not being deleted.
+pub fn is_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }

@@ -82,14 +82,10 @@ pub enum JoinTokenError {
     WrongMember { token: String, member: String },
     #[error("join token's {field} differs from the member's own {field} pin")]
     PinMismatch { field: &'static str },
-    #[error(
-        "join token expired at {expired} (now {now}); ask {name:?} for its current status.joinToken"
-    )]
-    Expired {
-        name: String,
-        expired: String,
-        now: String,
-    },
+    // No "now" in the message: it is the member's status message and the
+    // Event's note, and must not change at every reconcile.
+    #[error("join token expired at {expired}; ask {name:?} for its current status.joinToken")]
+    Expired { name: String, expired: String },
 }
 
 impl JoinTokenError {
@@ -256,13 +252,11 @@ impl JoinToken {
             });
         }
         if !already_accepted && now >= self.expires {
-            let show = |s: i64| {
-                jiff::Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| t.to_string())
-            };
+            let expired = jiff::Timestamp::from_second(self.expires)
+                .map_or_else(|_| self.expires.to_string(), |t| t.to_string());
             return Err(JoinTokenError::Expired {
                 name: self.name.clone(),
-                expired: show(self.expires),
-                now: show(now),
+                expired,
             });
         }
         Ok(())

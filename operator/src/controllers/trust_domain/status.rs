@@ -174,9 +174,10 @@ pub fn needs_write(
         return true;
     }
     let fresh_for = jiff::SignedDuration::try_from(probe_interval / 2).unwrap_or_default();
+    // A refused member is not probed, so it has no probe time to age.
     old.members.iter().any(|m| match &m.last_probe_time {
         Some(t) => now.duration_since(t.0) >= fresh_for,
-        None => true,
+        None => m.trusted,
     })
 }
 

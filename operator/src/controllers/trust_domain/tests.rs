@@ -292,7 +292,9 @@ pub(crate) async fn unreachable_members_are_reported() -> BTreeSet<Grant> {
 /// Members by join token: one from another federation is refused (a
 /// Warning Event, `Ready=False`, not probed), one valid token is accepted
 /// (a Normal Event, pinned to the token's key and CA).
-pub(crate) async fn join_tokens_are_accepted_or_refused_with_events() -> BTreeSet<Grant> {
+/// `trust_domain()` plus hospital-c (a token for federation `oncology`)
+/// and hospital-d (a valid token), with the key Secrets it finds.
+fn with_token_members() -> (TrustDomain, Secret, Secret, Identity, JoinToken) {
     let mut td = with_finalizer(trust_domain());
     let now = testing::monday_10_utc().as_second();
     let c = Identity::from_secret_bytes("hospital-c", [11; 32]);
@@ -321,6 +323,19 @@ pub(crate) async fn join_tokens_are_accepted_or_refused_with_events() -> BTreeSe
         KeySecret::Ca,
         KeySecret::Ca.generate("hospital-a").unwrap(),
     );
+    (td, id, ca, d, good)
+}
+
+pub(crate) async fn join_tokens_are_accepted_or_refused_with_events() -> BTreeSet<Grant> {
+    join_tokens_judged(with_token_members()).await.1
+}
+
+/// The scenario on `fixture` (`with_token_members()`): its status and
+/// grants.
+async fn join_tokens_judged(
+    fixture: (TrustDomain, Secret, Secret, Identity, JoinToken),
+) -> (TrustDomainStatus, BTreeSet<Grant>) {
+    let (td, id, ca, d, good) = fixture;
     let (ctx, mut api) = testing::context_with(
         Clock::Fixed(testing::monday_10_utc()),
         Arc::new(FakeProbe::all_reachable()),
@@ -373,7 +388,31 @@ pub(crate) async fn join_tokens_are_accepted_or_refused_with_events() -> BTreeSe
         (ours.federation.as_str(), ours.name.as_str()),
         ("fed", "hospital-a")
     );
-    seen
+    (status, seen)
+}
+
+/// The next reconcile with the same tokens: the verdicts are unchanged, so
+/// no Event and no status write (the reconcile runs every minute).
+#[tokio::test]
+async fn unchanged_verdicts_are_not_announced_again() {
+    let fixture = with_token_members();
+    let (mut td, id, ca, _, _) = fixture.clone();
+    let (status, _) = join_tokens_judged(fixture).await;
+    td.status = Some(status);
+    let (ctx, mut api) = testing::context_with(
+        Clock::Fixed(testing::monday_10_utc()),
+        Arc::new(FakeProbe::all_reachable()),
+    );
+    let task = tokio::spawn(reconcile(Arc::new(td), ctx));
+    api.expect("GET", &format!("{SECRETS}/fed-identity"))
+        .await
+        .respond(200, &id);
+    api.expect("GET", &format!("{SECRETS}/fed-ca"))
+        .await
+        .respond(200, &ca);
+    // finish() fails on any further request: an Event or a status PATCH.
+    let (result, _) = api.finish(task).await;
+    assert_eq!(result.unwrap(), Action::requeue(PROBE_INTERVAL));
 }
 
 pub(crate) async fn deletion_removes_the_secrets_then_the_finalizer() -> BTreeSet<Grant> {

@@ -1,0 +1,408 @@
+//! Two clusters peer the way the README's "Two clusters: peering" section
+//! says, word for word, with the real kubectl against two local clusters
+//! (each the test API server and the process kubelet, the chart installed
+//! with the real helm, the operator running as its ServiceAccount); a
+//! third cluster supplies the tokens that must be refused: one altered,
+//! one expired, one for another federation.
+//!
+//! Always on local clusters: the suite needs three at once, and a real
+//! cluster given by `MODELPUB_E2E_KUBECONFIG` is one (`docs/e2e.md`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use modelpub_crds::TrustDomain;
+use modelpub_crds::trust_domain::MemberStatus;
+use modelpub_e2e::cluster::{Cluster, Tools, eventually};
+use modelpub_e2e::helm::repo_root;
+use modelpub_operator::controllers::trust_domain::join_token::{JoinToken, TokenFacts};
+use serde_json::{Value, json};
+
+const NS: &str = "modelpub";
+const FEDERATION: &str = "cardio-research";
+const OPERATOR_PODS: &str = "app.kubernetes.io/name=modelpub,app.kubernetes.io/component=operator";
+/// The contexts of the merged kubeconfig the README's commands use.
+const CONTEXTS: [&str; 3] = ["hospital-a", "hospital-b", "rogue"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_clusters_peer_by_join_token_and_refuse_bad_tokens() -> Result<(), Failure> {
+    let started = Instant::now();
+    let work = tempfile::tempdir().expect("work dir");
+    let mut clusters = Vec::new();
+    for name in CONTEXTS {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        clusters.push(Cluster::start_local(&dir).await.expect("start a cluster"));
+    }
+    let outcome = steps(&clusters, work.path(), started).await;
+    if let Err(e) = &outcome {
+        for (name, cluster) in CONTEXTS.iter().zip(&clusters) {
+            eprintln!("\n########## cluster {name}");
+            eprintln!("{}", cluster.diagnostics(NS, OPERATOR_PODS).await);
+        }
+        eprintln!(
+            "\n===== peering failed after {:?}: {e:#}",
+            started.elapsed()
+        );
+    }
+    for token in ["hospital-a.token", "hospital-b.token"] {
+        let _ = std::fs::remove_file(repo_root().join(token));
+    }
+    for cluster in clusters {
+        cluster.shutdown().await;
+    }
+    outcome.map_err(|e| Failure(format!("{e:#}")))
+}
+
+/// The suite's error as the test's last words (see `tests/cluster.rs`).
+struct Failure(String);
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+async fn steps(
+    clusters: &[Cluster],
+    work: &std::path::Path,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let step = |n: u32, what: &str| {
+        eprintln!("\n== step {n} ({:.0?} in): {what}", started.elapsed());
+    };
+    let [a, b, rogue] = clusters else {
+        anyhow::bail!("expected three clusters");
+    };
+    step(1, "the README's helm install in each cluster");
+    let install = modelpub_e2e::readme::shell_blocks("On a cluster")?
+        .into_iter()
+        .next()
+        .context("README `On a cluster` has no helm install block")?;
+    for cluster in clusters {
+        run_block(&cluster.tools, &install)?;
+    }
+    for cluster in clusters {
+        cluster.one_ready_pod(NS, OPERATOR_PODS).await?;
+    }
+
+    step(2, "the README's two-cluster walk-through, word for word");
+    let merged = merged_kubeconfig(clusters, work)?;
+    let tools = Tools::new(&merged);
+    let blocks = modelpub_e2e::readme::shell_blocks("Two clusters: peering")?;
+    ensure!(
+        blocks.len() == 3,
+        "README `Two clusters: peering`: expected 3 blocks (each side's TrustDomain, then the exchange), found {}",
+        blocks.len()
+    );
+    let mut printed = String::new();
+    for block in &blocks {
+        printed = run_block(&tools, block)?;
+    }
+
+    step(3, "each side pins the other's key, CA and endpoint");
+    let a_td = domain(&a.client).await?;
+    let b_td = domain(&b.client).await?;
+    for (td, peer, peer_td) in [(&a_td, "hospital-b", &b_td), (&b_td, "hospital-a", &a_td)] {
+        let m = eventually(
+            &format!("{peer} trusted by its join token"),
+            Duration::from_secs(60),
+            || async {
+                let td = domain_of(td, a, b).await?;
+                let m = member(&td, peer);
+                Ok(match m {
+                    Some(m) if m.trusted && m.reason.as_deref() == Some("JoinTokenAccepted") => {
+                        Ok(m)
+                    }
+                    other => Err(format!("{other:?}")),
+                })
+            },
+        )
+        .await?;
+        let want = peer_td
+            .status
+            .as_ref()
+            .and_then(|s| s.identity_fingerprint.clone());
+        ensure!(
+            m.fingerprint == want && want.is_some(),
+            "{peer} is pinned to {:?}, its own status shows {want:?}",
+            m.fingerprint
+        );
+    }
+    let b_fingerprint = b_td
+        .status
+        .as_ref()
+        .and_then(|s| s.identity_fingerprint.clone())
+        .unwrap_or_default();
+    ensure!(
+        printed.contains(&format!(
+            "hospital-b trusted=true JoinTokenAccepted {b_fingerprint}"
+        )),
+        "the README's last command printed:\n{printed}"
+    );
+    expect_event(&a.client, "Normal", "JoinTokenAccepted", "hospital-b").await?;
+    expect_event(&b.client, "Normal", "JoinTokenAccepted", "hospital-a").await?;
+
+    step(
+        4,
+        "an altered, an expired and a foreign token are refused, each with its reason and a Warning Event",
+    );
+    let a_token = a_td
+        .status
+        .as_ref()
+        .and_then(|s| s.join_token.clone())
+        .context("hospital-a has no join token")?;
+    let tampered = alter(&a_token, |t| {
+        t["endpoint"] = json!("https://evil.example:7443");
+    })?;
+    let expired = expired_token(rogue).await?;
+    let foreign = foreign_token(rogue).await?;
+    let refused = [
+        ("hospital-a", tampered, "JoinTokenTampered"),
+        ("rogue-c", expired, "JoinTokenExpired"),
+        ("rogue-d", foreign, "JoinTokenForeignFederation"),
+    ];
+    // Into hospital-b's TrustDomain, replacing its good hospital-a entry
+    // with the altered token: trust follows the token, not the name.
+    let members: Vec<Value> = refused
+        .iter()
+        .map(|(name, token, _)| json!({"name": name, "joinToken": token}))
+        .collect();
+    let tds: Api<TrustDomain> = Api::namespaced(b.client.clone(), NS);
+    tds.patch(
+        FEDERATION,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"members": members}})),
+    )
+    .await?;
+    for (name, _, reason) in &refused {
+        eventually(
+            &format!("{name} refused with {reason}"),
+            Duration::from_secs(60),
+            || async {
+                let td = tds.get(FEDERATION).await?;
+                Ok(match member(&td, name) {
+                    Some(m) if !m.trusted && m.reason.as_deref() == Some(*reason) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                })
+            },
+        )
+        .await?;
+        expect_event(&b.client, "Warning", reason, name).await?;
+    }
+    let td = tds.get(FEDERATION).await?;
+    let ready = td
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .context("no Ready condition")?;
+    ensure!(
+        ready.status == "False" && ready.reason == "MemberRefused",
+        "Ready is {} ({}): {}",
+        ready.status,
+        ready.reason,
+        ready.message
+    );
+    let described = tools
+        .kubectl(&[
+            "--context",
+            "hospital-b",
+            "describe",
+            "td",
+            FEDERATION,
+            "-n",
+            NS,
+        ])
+        .ok()?;
+    ensure!(
+        described.contains("JoinTokenTampered") && described.contains("refused member hospital-a"),
+        "kubectl describe td does not show the refusal:\n{described}"
+    );
+    eprintln!("== peering passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn run_block(tools: &Tools, block: &str) -> anyhow::Result<String> {
+    eprintln!("$ {}", block.replace('\n', "\n$ "));
+    let out = tools.shell(block).ok()?;
+    eprintln!("{out}");
+    Ok(out)
+}
+
+/// One kubeconfig with a context per cluster, named as [`CONTEXTS`], as an
+/// admin of two clusters has it.
+fn merged_kubeconfig(
+    clusters: &[Cluster],
+    work: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut merged =
+        json!({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []});
+    for (name, cluster) in CONTEXTS.iter().zip(clusters) {
+        let config = cluster
+            .local_kubeconfig_json()
+            .context("a local cluster's kubeconfig")?;
+        for (list, key) in [("clusters", "cluster"), ("users", "user")] {
+            let entry = &config[list][0][key];
+            merged[list]
+                .as_array_mut()
+                .context("list")?
+                .push(json!({"name": name, key: entry}));
+        }
+        merged["contexts"]
+            .as_array_mut()
+            .context("list")?
+            .push(json!({"name": name, "context": {"cluster": name, "user": name, "namespace": "default"}}));
+    }
+    merged["current-context"] = json!(CONTEXTS[0]);
+    let path = work.join("clusters.kubeconfig");
+    std::fs::write(&path, serde_json::to_string_pretty(&merged)?)?;
+    Ok(path)
+}
+
+async fn domain(client: &Client) -> anyhow::Result<TrustDomain> {
+    Ok(Api::<TrustDomain>::namespaced(client.clone(), NS)
+        .get(FEDERATION)
+        .await?)
+}
+
+/// `td` read again from whichever of `a` and `b` holds it.
+async fn domain_of(td: &TrustDomain, a: &Cluster, b: &Cluster) -> anyhow::Result<TrustDomain> {
+    let client = if td.spec.self_.name == "hospital-a" {
+        a
+    } else {
+        b
+    };
+    domain(&client.client).await
+}
+
+fn member(td: &TrustDomain, name: &str) -> Option<MemberStatus> {
+    td.status
+        .as_ref()?
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .cloned()
+}
+
+/// An Event of `type_` and `reason` in the namespace whose message names
+/// `member`.
+async fn expect_event(
+    client: &Client,
+    type_: &str,
+    reason: &str,
+    member: &str,
+) -> anyhow::Result<()> {
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    eventually(
+        &format!("a {type_} {reason} Event naming {member}"),
+        Duration::from_secs(30),
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await?;
+                let found = list.items.iter().any(|e| {
+                    e.type_.as_deref() == Some(type_)
+                        && e.reason.as_deref() == Some(reason)
+                        && e.message.as_deref().is_some_and(|m| m.contains(member))
+                });
+                Ok(if found {
+                    Ok(())
+                } else {
+                    Err(format!("{} events", list.items.len()))
+                })
+            }
+        },
+    )
+    .await
+}
+
+/// `token` with its JSON changed by `change` and its signature kept.
+fn alter(token: &str, change: impl FnOnce(&mut Value)) -> anyhow::Result<String> {
+    let body = token.strip_prefix("mpj2.").context("not an mpj2 token")?;
+    let mut json: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body)?)?;
+    change(&mut json);
+    Ok(format!(
+        "mpj2.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json)?)
+    ))
+}
+
+/// A TrustDomain of the rogue cluster, once its operator published a token.
+async fn rogue_domain(
+    rogue: &Cluster,
+    name: &str,
+    federation: &str,
+    self_name: &str,
+) -> anyhow::Result<TrustDomain> {
+    let tds: Api<TrustDomain> = Api::namespaced(rogue.client.clone(), NS);
+    let td: TrustDomain = serde_json::from_value(json!({
+        "apiVersion": "modelpub.io/v1alpha1", "kind": "TrustDomain",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"federation": federation,
+                 "self": {"name": self_name, "endpoint": format!("https://{self_name}.example:7443")}}
+    }))?;
+    tds.patch(name, &PatchParams::apply("peering-e2e"), &Patch::Apply(&td))
+        .await?;
+    eventually(
+        &format!("TrustDomain {name} publishes a join token"),
+        Duration::from_secs(60),
+        || async {
+            let td = tds.get(name).await?;
+            Ok(
+                if td
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.join_token.as_ref())
+                    .is_some()
+                {
+                    Ok(td)
+                } else {
+                    Err("no token yet".to_string())
+                },
+            )
+        },
+    )
+    .await
+}
+
+/// A token of the rogue cluster's `rogue-c`, for this federation and
+/// properly signed with its identity key, but expired an hour ago: what a
+/// token left lying around for too long looks like.
+async fn expired_token(rogue: &Cluster) -> anyhow::Result<String> {
+    rogue_domain(rogue, "rogue-cardio", FEDERATION, "rogue-c").await?;
+    let secrets: Api<Secret> = Api::namespaced(rogue.client.clone(), NS);
+    let data =
+        |s: Secret| -> BTreeMap<String, k8s_openapi::ByteString> { s.data.unwrap_or_default() };
+    let id = data(secrets.get("rogue-cardio-identity").await?);
+    let ca = data(secrets.get("rogue-cardio-ca").await?);
+    let identity = modelpub_operator::identity::identity_from_data("rogue identity", &id)?;
+    let ca_pem = ca
+        .get("ca.crt")
+        .and_then(|b| std::str::from_utf8(&b.0).ok())
+        .context("rogue CA has no ca.crt")?;
+    let ca_fingerprint = modelpub_operator::identity::certificate_fingerprint("rogue CA", ca_pem)?;
+    let token = JoinToken::issue(
+        &identity,
+        &TokenFacts {
+            federation: FEDERATION,
+            endpoint: "https://rogue-c.example:7443",
+            ca_certificate: ca_pem,
+            ca_fingerprint: &ca_fingerprint,
+            expires: jiff::Timestamp::now().as_second() - 3600,
+        },
+    );
+    Ok(token.encode())
+}
+
+/// The join token the rogue cluster's operator publishes for `rogue-d` in
+/// the federation `oncology`.
+async fn foreign_token(rogue: &Cluster) -> anyhow::Result<String> {
+    let td = rogue_domain(rogue, "oncology", "oncology", "rogue-d").await?;
+    td.status.and_then(|s| s.join_token).context("no token")
+}
