@@ -23,7 +23,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use modelpub_crds::federation_round::RoundOutcome;
 use modelpub_crds::{FederationRound, Phase, TrustDomain};
-use modelpub_e2e::cluster::{Cluster, eventually};
+use modelpub_e2e::cluster::{Cluster, Failure, eventually};
 use modelpub_e2e::helm::repo_root;
 use serde_json::Value;
 
@@ -56,16 +56,6 @@ async fn the_product_installs_trains_survives_and_cleans_up() -> Result<(), Fail
     }
     cluster.shutdown().await;
     outcome.map_err(|e| Failure(format!("{e:#}")))
-}
-
-/// The suite's error as the test's last words: returned, not panicked, so
-/// no backtrace buries it under the diagnostics when CI shows the tail.
-struct Failure(String);
-
-impl std::fmt::Debug for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 async fn steps(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {

@@ -19,7 +19,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use modelpub_crds::TrustDomain;
 use modelpub_crds::trust_domain::MemberStatus;
-use modelpub_e2e::cluster::{Cluster, Tools, eventually};
+use modelpub_e2e::cluster::{Cluster, Failure, Tools, eventually};
 use modelpub_e2e::helm::repo_root;
 use modelpub_operator::controllers::trust_domain::join_token::{JoinToken, TokenFacts};
 use serde_json::{Value, json};
@@ -58,15 +58,6 @@ async fn two_clusters_peer_by_join_token_and_refuse_bad_tokens() -> Result<(), F
         cluster.shutdown().await;
     }
     outcome.map_err(|e| Failure(format!("{e:#}")))
-}
-
-/// The suite's error as the test's last words (see `tests/cluster.rs`).
-struct Failure(String);
-
-impl std::fmt::Debug for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 async fn steps(

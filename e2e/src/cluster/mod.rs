@@ -55,15 +55,7 @@ impl Cluster {
     pub async fn start(work_dir: &Path) -> Result<Self, ClusterError> {
         match std::env::var(KUBECONFIG_ENV) {
             Ok(path) if !path.is_empty() => Self::real(PathBuf::from(path)).await,
-            _ => {
-                let local = local::LocalCluster::start(work_dir).await?;
-                Ok(Self {
-                    client: local.client.clone(),
-                    kubeconfig: local.kubeconfig.clone(),
-                    tools: Tools::new(&local.kubeconfig),
-                    local: Some(local),
-                })
-            }
+            _ => Self::start_local(work_dir).await,
         }
     }
 
@@ -201,6 +193,17 @@ impl Cluster {
         if let Some(local) = self.local {
             local.shutdown().await;
         }
+    }
+}
+
+/// A suite's error as the test's last words: returned from the test, not
+/// panicked, so no backtrace buries it under the diagnostics when CI shows
+/// the tail.
+pub struct Failure(pub String);
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

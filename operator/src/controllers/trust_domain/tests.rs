@@ -58,6 +58,16 @@ pub(crate) fn trust_domain() -> TrustDomain {
     td
 }
 
+/// Answers the reconcile's reads of the two key Secrets with `id` and `ca`.
+async fn answer_key_secrets(api: &mut ApiServerVerifier, id: &Secret, ca: &Secret) {
+    api.expect("GET", &format!("{SECRETS}/fed-identity"))
+        .await
+        .respond(200, id);
+    api.expect("GET", &format!("{SECRETS}/fed-ca"))
+        .await
+        .respond(200, ca);
+}
+
 fn with_finalizer(mut td: TrustDomain) -> TrustDomain {
     td.metadata.finalizers = Some(vec![crate::FINALIZER.into()]);
     td
@@ -198,12 +208,7 @@ pub(crate) async fn existing_key_material_is_never_overwritten() -> BTreeSet<Gra
     );
     let (ctx, mut api) = testing::context();
     let task = tokio::spawn(reconcile(Arc::new(td), ctx));
-    api.expect("GET", &format!("{SECRETS}/fed-identity"))
-        .await
-        .respond(200, &id);
-    api.expect("GET", &format!("{SECRETS}/fed-ca"))
-        .await
-        .respond(200, &ca);
+    answer_key_secrets(&mut api, &id, &ca).await;
     // No POST, no PUT, no PATCH of a Secret: straight to status.
     let status = status_applied(&mut api).await;
     let (result, seen) = api.finish(task).await;
@@ -266,12 +271,7 @@ pub(crate) async fn unreachable_members_are_reported() -> BTreeSet<Grant> {
     let (ctx, mut api) =
         testing::context_with(Clock::Fixed(testing::monday_10_utc()), Arc::new(probe));
     let task = tokio::spawn(reconcile(Arc::new(td), ctx));
-    api.expect("GET", &format!("{SECRETS}/fed-identity"))
-        .await
-        .respond(200, &id);
-    api.expect("GET", &format!("{SECRETS}/fed-ca"))
-        .await
-        .respond(200, &ca);
+    answer_key_secrets(&mut api, &id, &ca).await;
     let status = status_applied(&mut api).await;
     let (result, seen) = api.finish(task).await;
     assert!(result.is_ok());
@@ -341,12 +341,7 @@ async fn join_tokens_judged(
         Arc::new(FakeProbe::all_reachable()),
     );
     let task = tokio::spawn(reconcile(Arc::new(td), ctx));
-    api.expect("GET", &format!("{SECRETS}/fed-identity"))
-        .await
-        .respond(200, &id);
-    api.expect("GET", &format!("{SECRETS}/fed-ca"))
-        .await
-        .respond(200, &ca);
+    answer_key_secrets(&mut api, &id, &ca).await;
     let refused = api
         .expect_event("research", "Warning", "JoinTokenForeignFederation")
         .await;
@@ -404,12 +399,7 @@ async fn unchanged_verdicts_are_not_announced_again() {
         Arc::new(FakeProbe::all_reachable()),
     );
     let task = tokio::spawn(reconcile(Arc::new(td), ctx));
-    api.expect("GET", &format!("{SECRETS}/fed-identity"))
-        .await
-        .respond(200, &id);
-    api.expect("GET", &format!("{SECRETS}/fed-ca"))
-        .await
-        .respond(200, &ca);
+    answer_key_secrets(&mut api, &id, &ca).await;
     // finish() fails on any further request: an Event or a status PATCH.
     let (result, _) = api.finish(task).await;
     assert_eq!(result.unwrap(), Action::requeue(PROBE_INTERVAL));
@@ -624,12 +614,7 @@ pub(crate) async fn a_fresh_unchanged_status_is_not_written_again() -> BTreeSet<
     td.status = Some(super::status::issued(&td, &facts, &probes, ten_s_ago));
     let (ctx, mut api) = testing::context();
     let task = tokio::spawn(reconcile(Arc::new(td), ctx));
-    api.expect("GET", &format!("{SECRETS}/fed-identity"))
-        .await
-        .respond(200, &id);
-    api.expect("GET", &format!("{SECRETS}/fed-ca"))
-        .await
-        .respond(200, &ca);
+    answer_key_secrets(&mut api, &id, &ca).await;
     // No status PATCH: finish() fails on any further request.
     let (result, seen) = api.finish(task).await;
     assert_eq!(result.unwrap(), Action::requeue(PROBE_INTERVAL));
