@@ -172,3 +172,39 @@ fn parties_fail_cleanly_on_wrong_key_unreachable_aggregator_and_forged_audit() {
     let out = modelpub(&["audit", "verify", inst_s]);
     assert_fails_with(&out, &[&format!("entry {}", target + 1)]);
 }
+
+#[test]
+fn a_missing_audit_log_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-party");
+    let out = modelpub(&["audit", "verify", missing.to_str().unwrap()]);
+    assert_fails_with(&out, &["identity.pub", "No such file"]);
+    let stderr = text(&out);
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "the cause is repeated: {stderr}"
+    );
+}
+
+#[test]
+fn a_role_on_a_missing_party_directory_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for role in ["aggregator", "participant"] {
+        let missing = dir.path().join(format!("typo-{role}"));
+        let out = modelpub(&[role, "--dir", missing.to_str().unwrap()]);
+        assert_fails_with(&out, &["is not a directory", "--config and --secrets"]);
+        assert!(!missing.exists(), "{role} created {}", missing.display());
+        // A mistyped --config must not create the directory either.
+        let bad_config = dir.path().join("no-config.json");
+        let out = modelpub(&[
+            role,
+            "--dir",
+            missing.to_str().unwrap(),
+            "--config",
+            bad_config.to_str().unwrap(),
+        ]);
+        assert_fails_with(&out, &["--config", "is not a file"]);
+        assert!(!missing.exists(), "{role} created {}", missing.display());
+    }
+}

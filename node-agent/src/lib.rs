@@ -1,5 +1,6 @@
 pub mod aggregator;
 pub mod audit_trail;
+pub mod cli_error;
 pub mod compression;
 pub mod config;
 pub mod data;

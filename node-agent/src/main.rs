@@ -162,7 +162,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", modelpub_node_agent::cli_error::describe(&e));
             ExitCode::FAILURE
         }
     }

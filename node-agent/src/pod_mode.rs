@@ -26,13 +26,12 @@ pub fn prepare(
     secrets: Option<&Path>,
 ) -> anyhow::Result<PartyDir> {
     let party = PartyDir::new(dir);
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the party directory {}", dir.display()))?;
-    if let Some(config) = config {
-        if !config.is_file() {
-            bail!("--config {} is not a file", config.display());
-        }
-        copy(config, &party.config(), false)?;
+    // Every input is checked before anything is written: a mistyped path
+    // must not leave a new, empty party directory behind.
+    if let Some(config) = config
+        && !config.is_file()
+    {
+        bail!("--config {} is not a file", config.display());
     }
     if let Some(secrets) = secrets {
         if !secrets.is_dir() {
@@ -49,6 +48,22 @@ pub fn prepare(
                 missing.join(", ")
             );
         }
+    }
+    if config.is_none() && secrets.is_none() {
+        if !dir.is_dir() {
+            bail!(
+                "--dir {} is not a directory; without --config and --secrets it must already hold a party (config.json, identity.key, identity.pub, tls/)",
+                dir.display()
+            );
+        }
+        return Ok(party);
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the party directory {}", dir.display()))?;
+    if let Some(config) = config {
+        copy(config, &party.config(), false)?;
+    }
+    if let Some(secrets) = secrets {
         for f in [IDENTITY_KEY, IDENTITY_PUB] {
             copy(
                 &secrets.join(f),
