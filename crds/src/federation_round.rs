@@ -567,6 +567,9 @@ pub struct AgentResources {
     pub memory: Option<Quantity>,
 }
 
+/// How many finished rounds `status.rounds` keeps (its `maxItems`).
+pub const STATUS_ROUNDS_KEPT: usize = 50;
+
 /// Where the run is, filled from the aggregator's `/status`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -597,8 +600,12 @@ pub struct FederationRoundStatus {
     /// Differential privacy budget spent so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epsilon_spent: Option<f64>,
-    /// One entry per finished round, oldest first.
+    /// The last finished rounds (at most [`STATUS_ROUNDS_KEPT`]), oldest
+    /// first. A run of thousands of rounds would otherwise outgrow the
+    /// object-size limit of etcd; the whole history is in the aggregator's
+    /// `rounds.jsonl` and its metrics.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["round".into()]))]
     pub rounds: Vec<RoundStatus>,
     /// SHA-256 (hex) of the latest global model's weights.

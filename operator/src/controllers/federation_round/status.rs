@@ -7,7 +7,7 @@ use modelpub_crds::condition::{
     ACCEPTED, COMPLETE, Condition, FAILED, PROGRESSING, Time, new_condition, upsert,
 };
 use modelpub_crds::federation_round::{
-    FederationRoundStatus, Phase, RoundOutcome as CrdOutcome, RoundStatus,
+    FederationRoundStatus, Phase, RoundOutcome as CrdOutcome, RoundStatus, STATUS_ROUNDS_KEPT,
 };
 
 use super::progress::{
@@ -195,7 +195,8 @@ pub fn observe(
     status.total_rounds = obs.total_rounds;
     if let Ok(s) = &obs.aggregator {
         status.current_round = s.current_round;
-        status.rounds = s.rounds.iter().map(round_status).collect();
+        let kept_from = s.rounds.len().saturating_sub(STATUS_ROUNDS_KEPT);
+        status.rounds = s.rounds[kept_from..].iter().map(round_status).collect();
         if !s.model_digest.is_empty() {
             status.model_digest = Some(s.model_digest.clone());
         }
@@ -353,6 +354,32 @@ mod tests {
             agents,
             now: now(),
         }
+    }
+
+    #[test]
+    fn status_keeps_only_the_last_rounds_and_reads_the_rest_from_all() {
+        let mut status = parse_status(RUNNING).expect("the RUNNING fixture parses");
+        let template = status.rounds[0].clone();
+        status.rounds = (1..=10_000)
+            .map(|round| {
+                let mut r = template.clone();
+                r.round = round;
+                r.accuracy = Some(f64::from(round) / 10_000.0);
+                r
+            })
+            .collect();
+        status.rounds[0].epsilon_spent = Some(0.1);
+        for r in &mut status.rounds[1..] {
+            r.epsilon_spent = None;
+        }
+        let a = agents(&[AgentState::Running]);
+        let s = observe(None, &obs(Ok(status), &a));
+        assert_eq!(s.rounds.len(), STATUS_ROUNDS_KEPT);
+        assert_eq!(s.rounds[0].round, 10_000 - STATUS_ROUNDS_KEPT as u32 + 1);
+        assert_eq!(s.rounds.last().map(|r| r.round), Some(10_000));
+        assert_eq!(s.accuracy, Some(1.0));
+        // The budget spent is read from the whole history, not the kept tail.
+        assert_eq!(s.epsilon_spent, Some(0.1));
     }
 
     #[test]
