@@ -84,9 +84,19 @@ fn unknown_options_values_are_named() {
         &modelpub(&["simulate", "--data", "mnist", "--out", o]),
         &["mnist"],
     );
+    // Checked by the argument parser, before anything runs, naming the
+    // choices.
     assert_fails_with(
         &modelpub(&["simulate", "--strategy", "fedsgd", "--out", o]),
-        &["fedsgd"],
+        &["fedsgd", "fedavg, fedprox, fedadam"],
+    );
+    assert_fails_with(
+        &modelpub(&["simulate", "--compression", "gzip", "--out", o]),
+        &["gzip", "none, f16, int8"],
+    );
+    assert!(
+        !dir.path().join("o").exists(),
+        "a refused command made --out"
     );
     assert_fails_with(
         &modelpub(&["simulate", "--partition", "dirichlet:-1", "--out", o]),

@@ -43,7 +43,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
         Some(p) => p.parse()?,
         None => source.default_partition(),
     };
-    let strategy = StrategyConfig::parse(&opts.strategy).map_err(anyhow::Error::msg)?;
+    let strategy = StrategyConfig::parse(opts.strategy.as_str()).map_err(anyhow::Error::msg)?;
     let data_dir = match source {
         DataSource::Digits | DataSource::Shakespeare => find_data_dir(opts.data_dir.as_deref())?,
         _ => std::path::PathBuf::new(),
@@ -60,7 +60,8 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
     let parts = data::partition(&train_set, opts.institutions, &partition, opts.seed)?;
     let model = ModelConfig::default_for(&whole);
     let training = training_settings(&opts, &whole);
-    let compression = crate::compression::parse(&opts.compression).map_err(anyhow::Error::msg)?;
+    let compression =
+        crate::compression::parse(opts.compression.as_str()).map_err(anyhow::Error::msg)?;
     if opts.secure() && compression != modelpub_protocol::pb::Compression::None {
         bail!("--compression applies to plain aggregation; add --secure-aggregation off");
     }
@@ -119,7 +120,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
             prefer_cuda: opts.cuda,
             secure: secure.clone(),
             privacy: privacy.clone(),
-            compression: opts.compression.clone(),
+            compression: opts.compression.as_str().into(),
             faults: faults.clone(),
         },
     )?;

@@ -28,9 +28,9 @@ pub struct SimulateOptions {
     /// label | role | iid | dirichlet:ALPHA (default: label for tables, role for text).
     #[arg(long)]
     pub partition: Option<String>,
-    /// fedavg | fedprox | fedadam
-    #[arg(long, default_value = "fedavg")]
-    pub strategy: String,
+    /// How the aggregator combines updates.
+    #[arg(long, value_enum, default_value_t = StrategyName::Fedavg)]
+    pub strategy: StrategyName,
     /// Local epochs per round (default depends on the data set).
     #[arg(long)]
     pub local_epochs: Option<u32>,
@@ -93,9 +93,9 @@ pub struct SimulateOptions {
     /// Noise multiplier under DP (default: the smallest that fits all rounds in the budget).
     #[arg(long)]
     pub dp_noise_multiplier: Option<f64>,
-    /// Wire encoding of plain updates: none | f16 | int8 (needs --secure-aggregation off).
-    #[arg(long, default_value = "none")]
-    pub compression: String,
+    /// Wire encoding of plain updates (needs --secure-aggregation off).
+    #[arg(long, value_enum, default_value_t = CompressionName::None)]
+    pub compression: CompressionName,
     /// Serve the aggregator's /metrics, /healthz, /readyz and /status on
     /// HOST:PORT (plain HTTP), for Prometheus and the operator.
     #[arg(long, value_name = "HOST:PORT")]
@@ -104,6 +104,53 @@ pub struct SimulateOptions {
 
 /// Folders of the output directory an institution may not be named after.
 const RESERVED_NAMES: [&str; 3] = ["aggregator", "testset", "federation-ca"];
+
+/// `--strategy`: checked by clap, which lists the choices in `--help`
+/// and in the error for any other value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyName {
+    /// Weighted average of the updates.
+    Fedavg,
+    /// FedAvg with a proximal term keeping local models near the global one.
+    Fedprox,
+    /// Adam on the server over the averaged update.
+    Fedadam,
+}
+
+impl StrategyName {
+    /// The name `StrategyConfig::parse` and the config files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fedavg => "fedavg",
+            Self::Fedprox => "fedprox",
+            Self::Fedadam => "fedadam",
+        }
+    }
+}
+
+/// `--compression`: the wire encoding of plain updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionName {
+    /// 32-bit floats.
+    None,
+    /// 16-bit floats (half the bytes).
+    F16,
+    /// 8-bit quantisation with a per-tensor scale (a quarter of the bytes).
+    Int8,
+}
+
+impl CompressionName {
+    /// The name `compression::parse` and the config files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::F16 => "f16",
+            Self::Int8 => "int8",
+        }
+    }
+}
 
 impl SimulateOptions {
     /// `--names`, checked (one per institution, distinct DNS labels, none
