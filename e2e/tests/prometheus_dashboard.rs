@@ -125,6 +125,28 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         ],
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    // Prometheus applies discovered targets at most every 5 s, so its
+    // first scrape comes seconds after it is ready; a run started before
+    // that could be over before the aggregator is scraped twice, and every
+    // rate()/increase() panel would be empty (seen: 1 run in 3 on an idle
+    // machine). Start the run once the operator target, already serving,
+    // has been scraped.
+    let waiting_since = now();
+    loop {
+        let t = now();
+        let scraped = prometheus
+            .query_range(r#"up{job="modelpub-operator"} == 1"#, waiting_since, t, 1.0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if !finite_values(&scraped).is_empty() {
+            break;
+        }
+        assert!(
+            t - waiting_since < 30.0,
+            "Prometheus scraped nothing within 30 s; its log:\n{}",
+            prometheus.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     let start = now();
     let out = tmp.path().join("run");
