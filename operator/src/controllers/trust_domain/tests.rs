@@ -58,6 +58,21 @@ pub(crate) fn trust_domain() -> TrustDomain {
     td
 }
 
+/// hospital-a's identity and CA Secrets of `td`, newly generated.
+fn fresh_key_secrets(td: &TrustDomain) -> (Secret, Secret) {
+    let id = key_secret(
+        td,
+        KeySecret::Identity,
+        KeySecret::Identity.generate("hospital-a").unwrap(),
+    );
+    let ca = key_secret(
+        td,
+        KeySecret::Ca,
+        KeySecret::Ca.generate("hospital-a").unwrap(),
+    );
+    (id, ca)
+}
+
 /// Answers the reconcile's reads of the two key Secrets with `id` and `ca`.
 async fn answer_key_secrets(api: &mut ApiServerVerifier, id: &Secret, ca: &Secret) {
     api.expect("GET", &format!("{SECRETS}/fed-identity"))
@@ -196,16 +211,7 @@ pub(crate) async fn creates_identity_and_ca_and_publishes_them() -> BTreeSet<Gra
 
 pub(crate) async fn existing_key_material_is_never_overwritten() -> BTreeSet<Grant> {
     let td = with_finalizer(trust_domain());
-    let id = key_secret(
-        &td,
-        KeySecret::Identity,
-        KeySecret::Identity.generate("hospital-a").unwrap(),
-    );
-    let ca = key_secret(
-        &td,
-        KeySecret::Ca,
-        KeySecret::Ca.generate("hospital-a").unwrap(),
-    );
+    let (id, ca) = fresh_key_secrets(&td);
     let (ctx, mut api) = testing::context();
     let task = tokio::spawn(reconcile(Arc::new(td), ctx));
     answer_key_secrets(&mut api, &id, &ca).await;
@@ -254,16 +260,7 @@ pub(crate) async fn a_concurrent_creator_wins_and_its_key_is_used() -> BTreeSet<
 
 pub(crate) async fn unreachable_members_are_reported() -> BTreeSet<Grant> {
     let td = with_finalizer(trust_domain());
-    let id = key_secret(
-        &td,
-        KeySecret::Identity,
-        KeySecret::Identity.generate("hospital-a").unwrap(),
-    );
-    let ca = key_secret(
-        &td,
-        KeySecret::Ca,
-        KeySecret::Ca.generate("hospital-a").unwrap(),
-    );
+    let (id, ca) = fresh_key_secrets(&td);
     let probe = FakeProbe::all_reachable().with(
         "https://b.example:7443",
         ProbeOutcome::unreachable("cannot connect to b.example:7443: connection refused"),
@@ -313,16 +310,7 @@ fn with_token_members() -> (TrustDomain, Secret, Secret, Identity, JoinToken) {
         .members
         .push(by_token("hospital-c", foreign.encode()));
     td.spec.members.push(by_token("hospital-d", good.encode()));
-    let id = key_secret(
-        &td,
-        KeySecret::Identity,
-        KeySecret::Identity.generate("hospital-a").unwrap(),
-    );
-    let ca = key_secret(
-        &td,
-        KeySecret::Ca,
-        KeySecret::Ca.generate("hospital-a").unwrap(),
-    );
+    let (id, ca) = fresh_key_secrets(&td);
     (td, id, ca, d, good)
 }
 
@@ -567,16 +555,7 @@ pub(crate) async fn an_identity_for_another_name_is_refused() -> BTreeSet<Grant>
 
 pub(crate) async fn a_fresh_unchanged_status_is_not_written_again() -> BTreeSet<Grant> {
     let mut td = with_finalizer(trust_domain());
-    let id = key_secret(
-        &td,
-        KeySecret::Identity,
-        KeySecret::Identity.generate("hospital-a").unwrap(),
-    );
-    let ca = key_secret(
-        &td,
-        KeySecret::Ca,
-        KeySecret::Ca.generate("hospital-a").unwrap(),
-    );
+    let (id, ca) = fresh_key_secrets(&td);
     let ca_pem = std::str::from_utf8(&ca.data.as_ref().unwrap()["ca.crt"].0).unwrap();
     // Written 10 s ago by the reconcile whose write triggered this one.
     let ten_s_ago = modelpub_crds::condition::Time(
