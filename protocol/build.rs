@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/modelpub/v1/tensor.proto",
         "proto/modelpub/v1/envelope.proto",
         "proto/modelpub/v1/federation.proto",
+        "proto/modelpub/v1/peering.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

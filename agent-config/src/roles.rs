@@ -142,6 +142,12 @@ pub struct AggregatorConfig {
     /// and the operator reads the final rounds from `/status`.
     #[serde(default)]
     pub linger_after_run: bool,
+    /// PEM CA certificates of other clusters whose participants take part
+    /// (their trust domains' CAs, pinned from their join tokens): client
+    /// certificates chaining to one of them are admitted besides those from
+    /// this party's own `ca.crt`. Empty in a round held in one cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_client_cas: Vec<String>,
 }
 
 fn no_compression() -> String {
@@ -217,6 +223,12 @@ pub struct ParticipantConfig {
     pub aggregator_url: String,
     /// The name on the aggregator's certificate.
     pub aggregator_server_name: String,
+    /// PEM CA the aggregator's certificate must chain to when it is not
+    /// this party's own `ca.crt`: the coordinating cluster's CA, pinned
+    /// from its join token, for a participant whose aggregator runs in
+    /// another cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregator_ca: Option<String>,
     pub aggregator_identity: PublicIdentity,
     pub vault: VaultRef,
     /// Give up if the aggregator cannot be reached within this many seconds.
@@ -282,6 +294,7 @@ mod tests {
         assert!(config.roster.is_empty());
         assert!(config.faults.is_empty());
         assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.aggregator_ca, None);
         let back: ParticipantConfig =
             serde_json::from_str(&serde_json::to_string(&config).unwrap()).unwrap();
         assert_eq!(back, config);
@@ -324,6 +337,7 @@ mod tests {
             compression: "none".into(),
             metrics_listen: Some("0.0.0.0:9464".into()),
             linger_after_run: true,
+            peer_client_cas: Vec::new(),
         };
         let text = serde_json::to_string(&config).unwrap();
         let back: AggregatorConfig = serde_json::from_str(&text).unwrap();
@@ -338,6 +352,7 @@ mod tests {
         assert_eq!(old.compression, "none");
         assert_eq!(old.metrics_listen, None);
         assert_eq!(old.secure_aggregation, None);
+        assert!(old.peer_client_cas.is_empty());
     }
 
     #[test]

@@ -47,6 +47,19 @@ pub struct FederationRoundSpec {
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("trustDomain is immutable"))]
     pub trust_domain: String,
+    /// The trust domain member whose cluster runs the aggregator (its
+    /// `spec.self.name`). Absent, or this cluster's own name, means here.
+    /// A round spanning clusters is applied in every member's cluster
+    /// with the same name and spec: each cluster runs the participants of
+    /// its own vaults, and its copy is its consent; the coordinator runs
+    /// the aggregator once every member holding a vault has joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("coordinator is immutable"))]
+    pub coordinator: Option<String>,
     /// The model every participant trains.
     #[x_kube(validation = Rule::new("self == oldSelf").message("model is immutable"))]
     pub model: ModelSpec,
@@ -608,6 +621,16 @@ pub struct FederationRoundStatus {
     #[schemars(length(max = 50))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["round".into()]))]
     pub rounds: Vec<RoundStatus>,
+    /// Where participants in other clusters reach the aggregator
+    /// (`https://<load-balancer address>:7443`), once its Service has an
+    /// external address; set only on the coordinator of a round with
+    /// vaults in other clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregator_endpoint: Option<String>,
+    /// The member whose cluster runs the aggregator, when it is not this
+    /// one: this status then mirrors what that member reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<String>,
     /// SHA-256 (hex) of the latest global model's weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_digest: Option<String>,

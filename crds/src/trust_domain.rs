@@ -222,6 +222,11 @@ pub struct TrustDomainStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub members: Vec<MemberStatus>,
+    /// The clients the federation endpoint refused most recently (at most
+    /// 20, newest first), each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub refused_peers: Vec<RefusedPeer>,
     /// Standard conditions: `Ready` (identity issued, every member
     /// reachable).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -266,6 +271,36 @@ pub struct MemberStatus {
     /// Why it is unreachable, or what it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When its federation endpoint last completed the signed handshake:
+    /// mutual TLS to the CA pinned for it, and a reply signed by the key
+    /// pinned for it. Kept while later probes fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handshake_time: Option<Time>,
+}
+
+/// A client this cluster's federation endpoint turned away.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedPeer {
+    /// Who it claimed to be: the envelope's sender, or the common name of
+    /// the certificate it presented.
+    pub name: String,
+    /// `UnknownCertificateAuthority` (its certificate chains to no CA
+    /// pinned for a member: never peered, or its CA changed),
+    /// `NotAMember` (no member of that name), `SignatureMismatch` (its
+    /// envelope is not signed by the key pinned for it: re-keyed), or
+    /// `BadRequest`.
+    pub reason: String,
+    /// What was wrong, in words.
+    pub message: String,
+    /// The address it connected from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The SHA-256 of the certificate it presented, when it presented one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
+    /// When it was last refused.
+    pub last_refused_time: Time,
 }
 
 impl TrustDomain {

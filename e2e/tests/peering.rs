@@ -141,14 +141,92 @@ async fn steps(
     expect_event(&b.client, "Normal", "JoinTokenAccepted", "hospital-a").await?;
 
     step(
-        4,
-        "an altered, an expired and a foreign token are refused, each with its reason and a Warning Event",
+        5,
+        "the README's round across the two clusters, word for word",
+    );
+    let round_blocks = modelpub_e2e::readme::shell_blocks("Two clusters: a round")?;
+    ensure!(
+        round_blocks.len() == 1,
+        "README `Two clusters: a round`: expected 1 block, found {}",
+        round_blocks.len()
+    );
+    let printed = run_block(&tools, &round_blocks[0])?;
+    round_matches_simulate(a, b, &printed).await?;
+    for (cluster, peer) in [(a, "hospital-b"), (b, "hospital-a")] {
+        eventually(
+            &format!("a signed handshake with {peer}"),
+            Duration::from_secs(90),
+            || async {
+                let td = domain(&cluster.client).await?;
+                Ok(match member(&td, peer) {
+                    Some(m) if m.reachable && m.last_handshake_time.is_some() => Ok(()),
+                    other => Err(format!("{other:?}")),
+                })
+            },
+        )
+        .await?;
+    }
+
+    step(
+        6,
+        "a never-peered and a re-keyed cluster are refused by hospital-a's endpoint",
     );
     let a_token = a_td
         .status
         .as_ref()
         .and_then(|s| s.join_token.clone())
         .context("hospital-a has no join token")?;
+    // Both trust hospital-a; hospital-a trusts neither: `rogue-e` it never
+    // peered, the other claims to be hospital-b with new keys and CA.
+    for (td_name, self_name) in [("unpeered", "rogue-e"), ("rekeyed", "hospital-b")] {
+        let td: TrustDomain = serde_json::from_value(json!({
+            "apiVersion": "modelpub.io/v1alpha1", "kind": "TrustDomain",
+            "metadata": {"name": td_name, "namespace": NS},
+            "spec": {"federation": FEDERATION,
+                     "self": {"name": self_name, "endpoint": "https://rogue.example:7450"},
+                     "members": [{"name": "hospital-a", "joinToken": a_token}]}
+        }))?;
+        Api::<TrustDomain>::namespaced(rogue.client.clone(), NS)
+            .create(&Default::default(), &td)
+            .await
+            .with_context(|| format!("create TrustDomain {td_name} in the rogue cluster"))?;
+    }
+    let refused = eventually(
+        "hospital-a's status names both refused clusters",
+        Duration::from_secs(90),
+        || async {
+            let td = domain(&a.client).await?;
+            let refused = td.status.map(|s| s.refused_peers).unwrap_or_default();
+            let names: Vec<&str> = refused.iter().map(|r| r.name.as_str()).collect();
+            Ok(
+                if names.contains(&"rogue-e") && names.contains(&"hospital-b") {
+                    Ok(refused.clone())
+                } else {
+                    Err(format!("{refused:?}"))
+                },
+            )
+        },
+    )
+    .await?;
+    // (An early "(unknown)" entry may be there too: hospital-b's first
+    // handshake raced hospital-a pasting its token.)
+    for r in refused
+        .iter()
+        .filter(|r| r.name == "rogue-e" || r.name == "hospital-b")
+    {
+        ensure!(
+            r.reason == "UnknownCertificateAuthority" && r.certificate_sha256.is_some(),
+            "{r:?}"
+        );
+    }
+    // The real hospital-b is still trusted and still shakes hands.
+    let b_member = member(&domain(&a.client).await?, "hospital-b").context("hospital-b")?;
+    ensure!(b_member.trusted, "{b_member:?}");
+
+    step(
+        4,
+        "an altered, an expired and a foreign token are refused, each with its reason and a Warning Event",
+    );
     let tampered = alter(&a_token, |t| {
         t["endpoint"] = json!("https://evil.example:7443");
     })?;
@@ -216,6 +294,112 @@ async fn steps(
         "kubectl describe td does not show the refusal:\n{described}"
     );
     eprintln!("== peering passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// One held-out example of the digits test split (359 examples).
+const ONE_HELD_OUT_EXAMPLE: f64 = 1.0 / 359.0 + 1e-9;
+const ROUND: &str = "digits-two-clusters";
+
+/// The round succeeded in hospital-a, trained as `modelpub simulate` does
+/// with the same names and settings, and hospital-b's copy shows the same.
+async fn round_matches_simulate(a: &Cluster, b: &Cluster, printed: &str) -> anyhow::Result<()> {
+    use modelpub_crds::{FederationRound, Phase};
+    let fr = Api::<FederationRound>::namespaced(a.client.clone(), NS)
+        .get(ROUND)
+        .await?;
+    let status = fr.status.clone().context("no status in hospital-a")?;
+    ensure!(status.phase == Phase::Succeeded, "hospital-a: {status:?}");
+    let accuracies: Vec<f64> = status.rounds.iter().filter_map(|r| r.accuracy).collect();
+    let b_fr = eventually(
+        "hospital-b's copy Succeeded",
+        Duration::from_secs(60),
+        || async {
+            let fr = Api::<FederationRound>::namespaced(b.client.clone(), NS)
+                .get(ROUND)
+                .await?;
+            let s = fr.status.clone().unwrap_or_default();
+            Ok(if s.phase == Phase::Succeeded {
+                Ok(fr)
+            } else {
+                Err(format!("{:?} {:?}", s.phase, s.message))
+            })
+        },
+    )
+    .await?;
+    let b_status = b_fr.status.clone().unwrap_or_default();
+    ensure!(
+        b_status.coordinator.as_deref() == Some("hospital-a")
+            && b_status.accuracy == status.accuracy,
+        "hospital-b mirrors {:?} accuracy {:?}, hospital-a has {:?}",
+        b_status.coordinator,
+        b_status.accuracy,
+        status.accuracy
+    );
+    ensure!(
+        printed.contains("Succeeded") && printed.contains("3/3"),
+        "`kubectl get fr` in hospital-b printed:\n{printed}"
+    );
+    let s = &fr.spec;
+    let out = tempfile::tempdir()?;
+    let args: Vec<String> = [
+        "simulate",
+        "--data",
+        "digits",
+        "--institutions",
+        "2",
+        "--partition",
+        "label",
+        "--names",
+        "hospital-a,hospital-b",
+        "--skip-local-only",
+        "--rounds",
+        &s.rounds.to_string(),
+        "--seed",
+        &s.model.init_seed.to_string(),
+        "--min-participants",
+        &s.participants.min.to_string(),
+        "--local-epochs",
+        &s.local_epochs.unwrap_or(1).to_string(),
+        "--learning-rate",
+        &s.learning_rate.unwrap_or(0.05).to_string(),
+        "--batch-size",
+        &s.batch_size.unwrap_or(32).to_string(),
+        "--secagg-threshold",
+        &s.secure_aggregation.threshold.unwrap_or(2).to_string(),
+        "--secagg-clip",
+        &s.secure_aggregation.clip.to_string(),
+        "--out",
+        &out.path().display().to_string(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = modelpub_e2e::modelpub(&refs);
+    ensure!(
+        run.status.success(),
+        "modelpub {}: {}",
+        args.join(" "),
+        modelpub_e2e::text(&run)
+    );
+    let sim = modelpub_e2e::read_json(&out.path().join("report.json"));
+    let sim_rounds: Vec<f64> = sim["rounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["accuracy"].as_f64())
+        .collect();
+    eprintln!("per-round accuracy: two clusters {accuracies:?}, simulate {sim_rounds:?}");
+    ensure!(
+        sim_rounds.len() == accuracies.len()
+            && accuracies.len() == s.rounds as usize
+            && sim_rounds
+                .iter()
+                .zip(&accuracies)
+                .all(|(x, y)| (x - y).abs() <= ONE_HELD_OUT_EXAMPLE),
+        "per-round accuracy: two clusters {accuracies:?}, simulate {sim_rounds:?}"
+    );
     Ok(())
 }
 

@@ -472,6 +472,7 @@ fn a_federation_runs_from_read_only_mounts() {
         compression: "none".into(),
         metrics_listen: None,
         linger_after_run: false,
+        peer_client_cas: Vec::new(),
     };
     write_read_only_json(&mounts.join("aggregator/config/config.json"), &config);
     let before = snapshot(&mounts);
@@ -516,6 +517,7 @@ fn a_federation_runs_from_read_only_mounts() {
             federation: "pod-mode".into(),
             aggregator_url: format!("https://{address}"),
             aggregator_server_name: "localhost".into(),
+            aggregator_ca: None,
             aggregator_identity: aggregator_id.clone(),
             vault: VaultRef {
                 dir: party.join("vault"),

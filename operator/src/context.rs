@@ -13,6 +13,8 @@ use crate::controllers::federation_round::progress::{HttpStatusSource, StatusSou
 use crate::controllers::trust_domain::probe::{MemberProbe, NetworkProbe};
 use crate::error::Backoff;
 use crate::events::Events;
+use crate::federation::client::{NetworkLink, PeerLink};
+use crate::federation::refusals::Refusals;
 use crate::telemetry::Metrics;
 
 /// Settings from the operator's flags.
@@ -81,6 +83,12 @@ pub struct Context {
     /// Where FederationRound aggregators' `/status` comes from (HTTP in the
     /// operator, a fixed answer in tests).
     pub aggregator_status: Arc<dyn StatusSource>,
+    /// How this cluster calls members' federation endpoints (the network
+    /// in the operator, canned replies in tests).
+    pub peering: Arc<dyn PeerLink>,
+    /// Clients the federation endpoint refused, until the TrustDomain
+    /// status shows them.
+    pub refusals: Arc<Refusals>,
 }
 
 impl Context {
@@ -96,6 +104,8 @@ impl Context {
             clock: Clock::System,
             prober: Arc::new(NetworkProbe::default()),
             aggregator_status: Arc::new(HttpStatusSource::default()),
+            peering: Arc::new(NetworkLink::default()),
+            refusals: Arc::default(),
         }
     }
 }

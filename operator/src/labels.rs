@@ -28,6 +28,9 @@ pub enum Component {
     Identity,
     Certificates,
     NetworkPolicy,
+    /// A member's participants registered for a round this cluster
+    /// coordinates.
+    MemberRegistration,
 }
 
 impl Component {
@@ -38,6 +41,7 @@ impl Component {
             Component::Identity => "identity",
             Component::Certificates => "certificates",
             Component::NetworkPolicy => "network-policy",
+            Component::MemberRegistration => "member-registration",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod context;
 pub mod controllers;
 pub mod error;
 pub mod events;
+pub mod federation;
 pub mod identity;
 pub mod labels;
 pub mod leader;

@@ -40,6 +40,13 @@ struct Args {
     /// How the operator reaches an aggregator's /status.
     #[arg(long, default_value = "http", value_parser = ["http", "https"])]
     aggregator_status_scheme: String,
+    /// Where to serve the federation endpoint other members' operators
+    /// call (HOST:PORT, mutual TLS; the chart exposes it as the
+    /// `<release>-federation` Service). Absent: no endpoint, so this
+    /// cluster can neither coordinate rounds with members nor answer
+    /// their handshakes.
+    #[arg(long)]
+    federation_listen: Option<String>,
 }
 
 #[tokio::main]
@@ -70,6 +77,19 @@ async fn main() -> anyhow::Result<()> {
         config,
         instance.clone(),
     ));
+
+    if let Some(address) = &args.federation_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} for the federation endpoint"))?;
+        tracing::info!(bound = %listener.local_addr()?, "serving the federation endpoint");
+        let endpoint = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = modelpub_operator::federation::server::serve(listener, endpoint).await {
+                tracing::error!("the federation endpoint stopped: {e}");
+            }
+        });
+    }
 
     match args.lease_namespace {
         Some(namespace) => {

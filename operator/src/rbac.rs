@@ -89,8 +89,8 @@ pub const REQUIRED: &[Permission] = &[
     cluster(
         "modelpub.io",
         "federationrounds",
-        &["list", "watch", "patch"],
-        "FederationRound controller (watch, finalizer)",
+        &["get", "list", "watch", "patch"],
+        "FederationRound controller (watch, finalizer); federation endpoint: the round a member joins",
     ),
     cluster(
         "modelpub.io",
@@ -101,8 +101,8 @@ pub const REQUIRED: &[Permission] = &[
     cluster(
         "",
         "configmaps",
-        &["list", "patch", "delete"],
-        "FederationRound party configs: apply, delete orphans and on cleanup",
+        &["list", "create", "patch", "delete"],
+        "FederationRound party configs: apply, delete orphans and on cleanup; federation endpoint: a member's registration, created once",
     ),
     cluster(
         "",
@@ -385,6 +385,7 @@ mod tests {
         used.extend(crate::controllers::federation_round::tests::exercised().await);
         used.extend(crate::controllers::tests::exercised().await);
         used.extend(crate::leader::tests::exercised().await);
+        used.extend(crate::federation::rounds::tests::exercised().await);
         let unused: Vec<String> = required_grants()
             .difference(&used)
             .map(ToString::to_string)

@@ -147,6 +147,7 @@ impl ServiceProxies {
         };
         for s in &services.items {
             self.allocate_cluster_ip(s).await;
+            self.publish_load_balancer(s).await;
         }
         let mut wanted = BTreeMap::new();
         for s in &services.items {
@@ -206,6 +207,45 @@ impl ServiceProxies {
             .await
         {
             tracing::warn!("kubelet: cluster IP of Service {ns}/{name}: {e}");
+        }
+    }
+}
+
+impl ServiceProxies {
+    /// Plays the cloud's load-balancer controller for `type:
+    /// LoadBalancer`: "the actual creation of the load balancer happens
+    /// asynchronously, and information about the provisioned balancer is
+    /// published in the Service's `.status.loadBalancer` field"
+    /// (https://kubernetes.io/docs/concepts/services-networking/service/#loadbalancer).
+    /// The address published is the Service's own loopback address, where
+    /// this kubelet already proxies every port: reachable from any process
+    /// on the machine, so from another test cluster's pods as from another
+    /// network's.
+    async fn publish_load_balancer(&self, service: &Service) {
+        let spec = service.spec.clone().unwrap_or_default();
+        if spec.type_.as_deref() != Some("LoadBalancer") {
+            return;
+        }
+        let published = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .is_some_and(|i| !i.is_empty());
+        let (Some(ns), Some(name)) = (&service.metadata.namespace, &service.metadata.name) else {
+            return;
+        };
+        if published {
+            return;
+        }
+        let ip = service_ip(self.salt, ns, name).to_string();
+        let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!("kubelet: load-balancer address of Service {ns}/{name}: {e}");
         }
     }
 }

@@ -41,7 +41,13 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let config: AggregatorConfig = read_json(&party.config())?;
     validate(&config)?;
     let identity = Identity::load(party.root())?;
-    let tls = TlsMaterial::load(&party.tls())?;
+    let mut tls = TlsMaterial::load(&party.tls())?;
+    // Participants of other clusters hold certificates from their own
+    // CAs; the client roots are ours plus theirs (a PEM bundle).
+    for ca in &config.peer_client_cas {
+        tls.ca_pem.push('\n');
+        tls.ca_pem.push_str(ca);
+    }
     let audit = AuditLog::open(party.root(), identity.clone())?;
     let roster = Roster::new(config.roster.clone());
     let initial = Model::new(&config.model, tch::Device::Cpu, config.model_seed)?.weights();

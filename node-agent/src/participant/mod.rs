@@ -70,7 +70,11 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let config: ParticipantConfig = read_json(&party.config())?;
     let identity = Identity::load(party.root())?;
     let name = identity.name().to_string();
-    let tls = TlsMaterial::load(&party.tls())?;
+    let mut tls = TlsMaterial::load(&party.tls())?;
+    if let Some(ca) = &config.aggregator_ca {
+        // An aggregator in another cluster: its CA, not ours, vouches for it.
+        tls.ca_pem = ca.clone();
+    }
     let vault = Vault::open(&config.vault.dir, VaultKey::load(&config.vault.key_file)?)?;
     let data = decode_dataset(&vault.get("dataset")?).context("the vault's data set")?;
     if data.is_empty() {

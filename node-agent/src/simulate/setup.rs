@@ -134,6 +134,7 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
         compression: plan.compression.clone(),
         metrics_listen: None,
         linger_after_run: false,
+        peer_client_cas: Vec::new(),
     };
     write_json(&aggregator.config(), &agg_config)?;
 
@@ -148,6 +149,7 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
             // Filled in once the aggregator has bound its port.
             aggregator_url: String::new(),
             aggregator_server_name: "localhost".into(),
+            aggregator_ca: None,
             aggregator_identity: aggregator_id.clone(),
             vault: vault.clone(),
             connect_timeout_secs: 30,

@@ -76,6 +76,8 @@ pub fn context_with(
         clock,
         prober,
         aggregator_status: Arc::new(FixedStatus(Err("no aggregator in this test".into()))),
+        peering: Arc::new(crate::federation::client::NetworkLink::default()),
+        refusals: Arc::default(),
     };
     (
         Arc::new(ctx),

@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 
 use crate::controllers::trust_domain::peers::Peer;
 use crate::controllers::trust_domain::probe::{MemberProbe, ProbeOutcome};
+use crate::federation::domain::LocalDomain;
 
 /// Answers from a table keyed by endpoint; endpoints not in the table are
 /// reachable with message `connected` when `default_reachable`, else
@@ -33,7 +34,7 @@ impl FakeProbe {
 }
 
 impl MemberProbe for FakeProbe {
-    fn probe<'a>(&'a self, member: &'a Peer) -> BoxFuture<'a, ProbeOutcome> {
+    fn probe<'a>(&'a self, _us: &'a LocalDomain, member: &'a Peer) -> BoxFuture<'a, ProbeOutcome> {
         let outcome = self
             .answers
             .get(&member.endpoint)

@@ -35,6 +35,8 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use modelpub_crds::{FederationRound, FederationRoundStatus, Phase, TrustDomain};
 
+use modelpub_protocol::identity::PublicIdentity;
+
 use self::build::{Identities, Round, names, secrets};
 use self::progress::{agents, status_url};
 use crate::apply::{self, Created, describe};
@@ -42,6 +44,8 @@ use crate::context::Context;
 use crate::controllers::trust_domain::build::ca_secret_name;
 use crate::controllers::{drive, reconcile_with_finalizer};
 use crate::error::Error;
+use crate::federation::domain::LocalDomain;
+use crate::federation::rounds;
 use crate::labels;
 
 /// The `controller` label of this controller's metrics.
@@ -122,15 +126,106 @@ async fn apply(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
 
-    let identities = ensure_secrets(&round, ctx).await?;
+    let round = round.at(&td.spec.self_.name);
+    let parties = ensure_secrets(&round, ctx).await?;
+    if let Some(coordinator) = round.remote_coordinator() {
+        return participate(&round, td, coordinator, parties, ctx).await;
+    }
     let finished = previous.is_some_and(|s| s.phase.is_terminal());
     let image = fr
         .spec
         .image
         .clone()
         .unwrap_or_else(|| ctx.config.node_agent_image.clone());
-    let children = build::children(&round, &identities, &image, finished)?;
-    let service = apply_children(&round, children, ctx).await?;
+
+    // Vaults of other members: their operators register the participants'
+    // keys over the federation endpoint; the aggregator starts once all
+    // have, with the members' pinned CAs admitted beside ours.
+    let mut peer_cas = Vec::new();
+    let mut registrations = Vec::new();
+    let roster = if round.spans_clusters() {
+        let domain = LocalDomain::load(&ctx.client, td, ctx.clock.now().as_second()).await?;
+        let registered = rounds::registrations(&ctx.client, &ns, &round.name).await?;
+        let here = domain.name().to_string();
+        let members = rounds::remote_members(fr, &here);
+        let missing: Vec<&String> = members
+            .iter()
+            .filter(|m| !registered.contains_key(*m))
+            .collect();
+        registrations = members
+            .iter()
+            .map(|m| rounds::registration_name(&round.name, m))
+            .collect();
+        if !missing.is_empty() && !finished {
+            // The address members' participants will need is allocated
+            // while the round waits for them.
+            let external = build::aggregator::external_service(&round);
+            let external = apply::apply(
+                &Api::<Service>::namespaced(ctx.client.clone(), &ns),
+                &external,
+            )
+            .await?;
+            let names: Vec<&str> = missing.iter().map(|m| m.as_str()).collect();
+            let why = format!(
+                "waiting for {} to join: each applies this round in its own cluster, and its operator registers its participants here",
+                names.join(", ")
+            );
+            let mut status = status::waiting_because(
+                previous,
+                generation,
+                total,
+                "AwaitingMembers",
+                &why,
+                ctx.clock.now_time(),
+            );
+            status.aggregator_endpoint = build::aggregator::external_url(&external);
+            apply::apply_status(&rounds, Some(&ns), &round.name, &status).await?;
+            return Ok(Action::requeue(POLL_INTERVAL));
+        }
+        for member in &members {
+            if let Some(ca) = domain.peer(member).and_then(|p| p.ca_bundle.clone()) {
+                peer_cas.push(ca);
+            }
+        }
+        let mut agents = Vec::new();
+        for vault in &fr.spec.data.vaults {
+            let id = if round.is_local(vault) {
+                parties.get(&vault.name).cloned()
+            } else {
+                vault
+                    .member
+                    .as_ref()
+                    .and_then(|m| registered.get(m))
+                    .and_then(|ps| ps.iter().find(|p| p.name == vault.name).cloned())
+            };
+            agents.push(id.ok_or_else(|| {
+                Error::MissingReference(format!(
+                    "no identity for vault {} (neither issued here nor registered by its member)",
+                    vault.name
+                ))
+            })?);
+        }
+        agents
+    } else {
+        fr.spec
+            .data
+            .vaults
+            .iter()
+            .filter_map(|v| parties.get(&v.name).cloned())
+            .collect()
+    };
+    let aggregator = parties
+        .get(&build::names::aggregator(&round.name))
+        .cloned()
+        .ok_or_else(|| {
+            Error::MissingReference("the aggregator's identity was not issued".into())
+        })?;
+    let identities = Identities {
+        aggregator,
+        agents: roster,
+    };
+    let children = build::children(&round, &identities, &image, finished, &peer_cas)?;
+    let (service, external) = apply_children(&round, children, &registrations, ctx).await?;
     if finished {
         return Ok(Action::await_change());
     }
@@ -142,7 +237,7 @@ async fn apply(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::kube(format!("list pods {selector} in {ns}")))?;
-    let vaults: Vec<String> = fr.spec.data.vaults.iter().map(|v| v.name.clone()).collect();
+    let vaults: Vec<String> = round.local_vaults().map(|v| v.name.clone()).collect();
     let agents = agents(&vaults, &listed.items);
     let cluster_ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
     let url = status_url(
@@ -158,9 +253,11 @@ async fn apply(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
         min_participants: fr.spec.participants.min,
         aggregator,
         agents: &agents,
+        remote_participants: (fr.spec.data.vaults.len() - vaults.len()) as u32,
         now: ctx.clock.now_time(),
     };
-    let status = status::observe(previous, &observation);
+    let mut status = status::observe(previous, &observation);
+    status.aggregator_endpoint = external.as_ref().and_then(build::aggregator::external_url);
     apply::apply_status(&rounds, Some(&ns), &round.name, &status).await?;
     announce_transition(fr, previous, &status, ctx).await;
     Ok(if status.phase.is_terminal() {
@@ -168,6 +265,133 @@ async fn apply(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
     } else {
         Action::requeue(POLL_INTERVAL)
     })
+}
+
+/// A round another member coordinates: this cluster's copy is its consent.
+/// Registers our participants with the coordinator (over its federation
+/// endpoint, both sides pinned), runs their Jobs against its aggregator
+/// once it is ready, and mirrors its view of the round into our status.
+async fn participate(
+    round: &Round<'_>,
+    td: &TrustDomain,
+    coordinator: &str,
+    parties: BTreeMap<String, PublicIdentity>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let fr = round.fr;
+    let ns = &round.namespace;
+    let rounds_api: Api<FederationRound> = Api::namespaced(ctx.client.clone(), ns);
+    let previous = fr.status.as_ref();
+    let generation = fr.metadata.generation;
+    let total = fr.spec.rounds;
+    let now = ctx.clock.now_time();
+    let wait = |reason: &str, why: String| {
+        let mut status =
+            status::waiting_because(previous, generation, total, reason, &why, now.clone());
+        status.coordinator = Some(coordinator.to_string());
+        status
+    };
+    let domain = LocalDomain::load(&ctx.client, td, ctx.clock.now().as_second()).await?;
+    let Some(peer) = domain.peer(coordinator) else {
+        let status = wait(
+            "CoordinatorNotTrusted",
+            format!(
+                "coordinator {coordinator} is not a trusted member of {}: its join token was refused",
+                domain.federation
+            ),
+        );
+        apply::apply_status(&rounds_api, Some(ns), &round.name, &status).await?;
+        return Ok(Action::requeue(POLL_INTERVAL));
+    };
+    let join = modelpub_protocol::pb::RoundJoin {
+        round: round.name.clone(),
+        participants: round
+            .local_vaults()
+            .filter_map(|v| parties.get(&v.name))
+            .map(|p| modelpub_protocol::pb::PartyKey {
+                name: p.name.clone(),
+                public_key: p.public_key.clone(),
+            })
+            .collect(),
+        to: coordinator.to_string(),
+    };
+    let view = match ctx.peering.join_round(&domain, peer, join).await {
+        Ok(view) => view,
+        Err(why) => {
+            let status = wait("CoordinatorUnreachable", why);
+            apply::apply_status(&rounds_api, Some(ns), &round.name, &status).await?;
+            return Ok(Action::requeue(POLL_INTERVAL));
+        }
+    };
+    let mirrored: FederationRoundStatus =
+        serde_json::from_str(&view.round_status_json).unwrap_or_default();
+    if !view.ready {
+        let status = wait(
+            "AwaitingCoordinator",
+            format!("{coordinator}: {}", view.message),
+        );
+        apply::apply_status(&rounds_api, Some(ns), &round.name, &status).await?;
+        return Ok(Action::requeue(POLL_INTERVAL));
+    }
+    let key = |k: Option<&modelpub_protocol::pb::PartyKey>| {
+        k.map(|k| PublicIdentity {
+            name: k.name.clone(),
+            public_key: k.public_key.clone(),
+        })
+    };
+    let aggregator = key(view.aggregator.as_ref()).ok_or_else(|| {
+        Error::MissingReference(format!("{coordinator} named no aggregator identity"))
+    })?;
+    let identities = Identities {
+        aggregator,
+        agents: view.roster.iter().filter_map(|k| key(Some(k))).collect(),
+    };
+    let at = build::AggregatorAt::Remote {
+        url: view.aggregator_url.clone(),
+        server_name: view.aggregator_server_name.clone(),
+        ca_pem: peer.ca_bundle.clone().unwrap_or_default(),
+    };
+    let image = fr
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| ctx.config.node_agent_image.clone());
+    let (config_maps, jobs) = build::participants(round, &identities, &at, &image)?;
+    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let job_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    for cm in &config_maps {
+        apply::apply(&cm_api, cm).await?;
+    }
+    for job in &jobs {
+        apply::apply(&job_api, job).await?;
+    }
+    let status = mirror(mirrored, coordinator, generation);
+    apply::apply_status(&rounds_api, Some(ns), &round.name, &status).await?;
+    announce_transition(fr, previous, &status, ctx).await;
+    Ok(if status.phase.is_terminal() {
+        Action::await_change()
+    } else {
+        Action::requeue(POLL_INTERVAL)
+    })
+}
+
+/// Our status as the coordinator reports the round: its phase, rounds and
+/// accuracy, our generation, and who coordinates.
+fn mirror(
+    mut theirs: FederationRoundStatus,
+    coordinator: &str,
+    generation: Option<i64>,
+) -> FederationRoundStatus {
+    theirs.coordinator = Some(coordinator.to_string());
+    theirs.aggregator_endpoint = None;
+    theirs.observed_generation = generation;
+    for c in &mut theirs.conditions {
+        c.observed_generation = generation;
+    }
+    theirs.message = theirs
+        .message
+        .map(|m| format!("coordinated by {coordinator}: {m}"));
+    theirs
 }
 
 /// A Normal Event when the run starts, and one (Warning on failure) when
@@ -196,10 +420,14 @@ async fn announce_transition(
     }
 }
 
-/// Reads the parties' public identities from their Secrets, creating the
-/// missing ones (identity and certificate from the trust domain's CA) and
-/// deleting Secrets of parties the round no longer has.
-async fn ensure_secrets(round: &Round<'_>, ctx: &Context) -> Result<Identities, Error> {
+/// Reads the public identities of this cluster's parties (keyed by party
+/// name: the aggregator's, then each local vault's) from their Secrets,
+/// creating the missing ones (identity and certificate from the trust
+/// domain's CA) and deleting Secrets of parties the round no longer has.
+async fn ensure_secrets(
+    round: &Round<'_>,
+    ctx: &Context,
+) -> Result<BTreeMap<String, PublicIdentity>, Error> {
     let ns = &round.namespace;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let selector = labels::federation_round_selector(&round.name);
@@ -218,7 +446,7 @@ async fn ensure_secrets(round: &Round<'_>, ctx: &Context) -> Result<Identities, 
     } else {
         None
     };
-    let mut publics = Vec::new();
+    let mut publics = BTreeMap::new();
     let mut issued = Vec::new();
     for party in &plan {
         let secret = match (existing.get(&party.name), &ca) {
@@ -241,7 +469,10 @@ async fn ensure_secrets(round: &Round<'_>, ctx: &Context) -> Result<Identities, 
                 ));
             }
         };
-        publics.push(secrets::public_identity(round, party, &secret)?);
+        publics.insert(
+            party.party.clone(),
+            secrets::public_identity(round, party, &secret)?,
+        );
     }
     if !issued.is_empty() {
         ctx.events
@@ -260,11 +491,7 @@ async fn ensure_secrets(round: &Round<'_>, ctx: &Context) -> Result<Identities, 
     for orphan in existing.keys().filter(|n| !keep.contains(*n)) {
         apply::delete_if_exists(&api, Some(ns), orphan).await?;
     }
-    let aggregator = publics.remove(0);
-    Ok(Identities {
-        aggregator,
-        agents: publics,
-    })
+    Ok(publics)
 }
 
 /// The trust domain's CA Secret (`<td>-ca`), named in errors.
@@ -285,12 +512,14 @@ async fn read_ca(
 }
 
 /// Server-side applies every child and deletes Jobs and ConfigMaps the
-/// round no longer asks for; returns the aggregator Service as stored.
+/// round no longer asks for (members' registrations, `keep`, stay);
+/// returns the aggregator Service and the external one as stored.
 async fn apply_children(
     round: &Round<'_>,
     children: build::Children,
+    keep: &[String],
     ctx: &Context,
-) -> Result<Service, Error> {
+) -> Result<(Service, Option<Service>), Error> {
     let ns = &round.namespace;
     let client = &ctx.client;
     let build::Children {
@@ -299,16 +528,23 @@ async fn apply_children(
         service,
         jobs,
         network_policy,
+        external_service,
     } = children;
     let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let job_api: Api<Job> = Api::namespaced(client.clone(), ns);
-    let keep_cms: BTreeSet<String> = config_maps.iter().map(|c| c.name_any()).collect();
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let mut keep_cms: BTreeSet<String> = config_maps.iter().map(|c| c.name_any()).collect();
+    keep_cms.extend(keep.iter().cloned());
     let keep_jobs: BTreeSet<String> = jobs.iter().map(|j| j.name_any()).collect();
     for cm in &config_maps {
         apply::apply(&cm_api, cm).await?;
     }
     // Kept: the API server's answer carries the allocated cluster IP.
-    let service = apply::apply(&Api::<Service>::namespaced(client.clone(), ns), &service).await?;
+    let service = apply::apply(&svc_api, &service).await?;
+    let external = match &external_service {
+        Some(s) => Some(apply::apply(&svc_api, s).await?),
+        None => None,
+    };
     apply::apply(
         &Api::<Deployment>::namespaced(client.clone(), ns),
         &deployment,
@@ -325,7 +561,7 @@ async fn apply_children(
     let selector = labels::federation_round_selector(&round.name);
     apply::delete_orphans(&job_api, Some(ns), &selector, &keep_jobs).await?;
     apply::delete_orphans(&cm_api, Some(ns), &selector, &keep_cms).await?;
-    Ok(service)
+    Ok((service, external))
 }
 
 /// Deletes every child (garbage collection would too, but only after the
@@ -363,6 +599,17 @@ async fn cleanup(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
     )
     .await?;
     note("Service", gone, deployment.clone());
+    // Only a round naming members' vaults can have had an external Service.
+    if fr.spec.data.vaults.iter().any(|v| v.member.is_some()) {
+        let external = names::aggregator_external(&name);
+        let gone = apply::delete_if_exists(
+            &Api::<Service>::namespaced(client.clone(), &ns),
+            ns_,
+            &external,
+        )
+        .await?;
+        note("Service", gone, external);
+    }
     let policy = names::network_policy(&name);
     let gone = apply::delete_if_exists(
         &Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
@@ -376,6 +623,12 @@ async fn cleanup(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
     for vault in &fr.spec.data.vaults {
         config_maps.push(names::agent_config(&name, &vault.name));
         party_secrets.push(names::agent(&name, &vault.name));
+        if let Some(member) = &vault.member {
+            let registration = rounds::registration_name(&name, member);
+            if !config_maps.contains(&registration) {
+                config_maps.push(registration);
+            }
+        }
     }
     for cm in config_maps {
         let gone = apply::delete_if_exists(&cms, ns_, &cm).await?;

@@ -26,6 +26,10 @@ pub struct Observation<'a> {
     /// unreachable).
     pub aggregator: Result<AggregatorStatus, String>,
     pub agents: &'a [Agent],
+    /// Participants in other members' clusters: their pods cannot be seen
+    /// from here, so they count as alive (the aggregator's report says
+    /// when one drops).
+    pub remote_participants: u32,
     pub now: Time,
 }
 
@@ -56,7 +60,8 @@ struct Verdict {
 
 fn verdict(obs: &Observation, previous: &FederationRoundStatus) -> Verdict {
     let dropped = dropouts(obs.agents);
-    let left = alive(obs.agents);
+    let left = alive(obs.agents) as u32 + obs.remote_participants;
+    let all = obs.agents.len() as u32 + obs.remote_participants;
     let dropped_note = if dropped.is_empty() {
         String::new()
     } else {
@@ -73,12 +78,11 @@ fn verdict(obs: &Observation, previous: &FederationRoundStatus) -> Verdict {
             reason: "AggregatorFailed",
             message: format!("{}{dropped_note}", s.message),
         },
-        _ if (left as u32) < obs.min_participants => Verdict {
+        _ if left < obs.min_participants => Verdict {
             phase: Phase::Failed,
             reason: "BelowMinimumParticipants",
             message: format!(
-                "only {left} of {} participants are left, below spec.participants.min ({}){dropped_note}",
-                obs.agents.len(),
+                "only {left} of {all} participants are left, below spec.participants.min ({}){dropped_note}",
                 obs.min_participants
             ),
         },
@@ -352,6 +356,7 @@ mod tests {
             min_participants: 2,
             aggregator,
             agents,
+            remote_participants: 0,
             now: now(),
         }
     }

@@ -127,22 +127,37 @@ pub fn validate(fr: &FederationRound, td: &TrustDomain) -> Result<(), SpecErrors
         }
         if let Some(member) = &v.member
             && member != &td.spec.self_.name
+            && !td.spec.members.iter().any(|m| &m.name == member)
         {
-            let known = td.spec.members.iter().any(|m| &m.name == member);
             err(
                 format!("spec.data.vaults[{i}].member"),
-                if known {
-                    format!(
-                        "vaults hosted by other members (`{member}`) are not supported yet; \
-                         only this cluster's vaults (`{}`) can take part",
-                        td.spec.self_.name
-                    )
-                } else {
-                    format!(
-                        "`{member}` is not a member of TrustDomain {}",
-                        td.name_any()
-                    )
-                },
+                format!(
+                    "`{member}` is not a member of TrustDomain {}",
+                    td.name_any()
+                ),
+            );
+        }
+    }
+    let here = &td.spec.self_.name;
+    if let Some(c) = spec.coordinator.as_ref().filter(|c| *c != here) {
+        if !td.spec.members.iter().any(|m| &m.name == c) {
+            err(
+                "spec.coordinator".into(),
+                format!("`{c}` is not a member of TrustDomain {}", td.name_any()),
+            );
+        }
+        if !spec
+            .data
+            .vaults
+            .iter()
+            .any(|v| v.member.as_ref().is_none_or(|m| m == here))
+        {
+            err(
+                "spec.data.vaults".into(),
+                format!(
+                    "no vault is held by this cluster ({here}): a round coordinated by `{c}` \
+                     runs here only the participants of this cluster's vaults"
+                ),
             );
         }
     }
@@ -504,18 +519,28 @@ mod tests {
     }
 
     #[test]
-    fn remote_and_unknown_members_are_refused() {
+    fn members_and_coordinators_must_be_known_and_a_participant_holds_a_vault() {
         let mut fr = round_fixture();
         fr.spec.data.vaults[0].member = Some("clinic".into());
         fr.spec.data.vaults[1].member = Some("nobody".into());
         fr.spec.data.vaults[2].member = Some("hospital-hq".into());
         let m = messages(&fr);
-        assert_eq!(m.len(), 2, "{m:?}");
-        assert!(m[0].starts_with("spec.data.vaults[0].member: vaults hosted by other members"));
         assert_eq!(
-            m[1],
-            "spec.data.vaults[1].member: `nobody` is not a member of TrustDomain hospitals"
+            m,
+            ["spec.data.vaults[1].member: `nobody` is not a member of TrustDomain hospitals"]
         );
+        fr.spec.data.vaults[1].member = Some("clinic".into());
+        fr.spec.coordinator = Some("clinic".into());
+        assert!(messages(&fr).is_empty(), "{:?}", messages(&fr));
+        fr.spec.data.vaults[2].member = Some("clinic".into());
+        let m = messages(&fr);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("spec.data.vaults: no vault is held by this cluster (hospital-hq)"),
+            "{m:?}"
+        );
+        fr.spec.coordinator = Some("elsewhere".into());
+        assert!(messages(&fr)[0].starts_with("spec.coordinator: `elsewhere` is not a member"));
     }
 
     #[test]

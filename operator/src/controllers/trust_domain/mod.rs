@@ -34,6 +34,7 @@ use crate::apply::{self, Created, describe};
 use crate::context::Context;
 use crate::controllers::{drive, reconcile_with_finalizer};
 use crate::error::Error;
+use crate::federation::domain::LocalDomain;
 use crate::identity::{self, CA_CRT, SecretData};
 use crate::labels;
 
@@ -138,10 +139,17 @@ async fn apply(td: &TrustDomain, ctx: &Context) -> Result<Action, Error> {
         })
         .collect();
     announce_verdicts(td, &verdicts, ctx).await;
+    let us = LocalDomain::from_parts(
+        td,
+        (&identity_what, &identity_data),
+        (&ca_what, &ca_data),
+        now,
+    )?;
+    let us = &us;
     let probes = futures::future::join_all(verdicts.into_iter().map(|v| async move {
         match v {
             Trust::Trusted(peer) => {
-                let outcome = ctx.prober.probe(&peer).await;
+                let outcome = ctx.prober.probe(us, &peer).await;
                 status::Observed::Probed(peer, outcome)
             }
             Trust::Refused(r) => status::Observed::Refused(r),
@@ -149,7 +157,8 @@ async fn apply(td: &TrustDomain, ctx: &Context) -> Result<Action, Error> {
     }))
     .await;
 
-    let status = status::issued(td, &issued, &probes, ctx.clock.now_time());
+    let mut status = status::issued(td, &issued, &probes, ctx.clock.now_time());
+    status.refused_peers = ctx.refusals.of(&ns, &name);
     // Our own status write triggers the next reconcile at once; writing
     // only what changed (or probe times gone stale) ends that chain.
     if status::needs_write(td.status.as_ref(), &status, ctx.clock.now(), PROBE_INTERVAL) {

@@ -225,6 +225,7 @@ mod tests {
             reachable: true,
             last_probe_time: None,
             message: None,
+            last_handshake_time: None,
         };
         accepted(resolve(&member, "cardio", Some(&before), 10_000));
         // Another token (even from the same peer) is a new acceptance.

@@ -13,11 +13,17 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 
 use super::peers::Peer;
+use crate::federation::client::{NetworkLink, PeerLink};
+use crate::federation::domain::LocalDomain;
 
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeOutcome {
     pub reachable: bool,
+    /// Whether it completed the signed handshake of its federation
+    /// endpoint (not only a TCP or TLS connection).
+    #[serde(default)]
+    pub handshake: bool,
     /// What it answered, or why it did not.
     pub message: String,
 }
@@ -26,45 +32,75 @@ impl ProbeOutcome {
     pub fn reachable(message: impl Into<String>) -> Self {
         Self {
             reachable: true,
+            handshake: false,
             message: message.into(),
+        }
+    }
+
+    /// Reachable, and the signed handshake completed.
+    pub fn handshake(message: impl Into<String>) -> Self {
+        Self {
+            handshake: true,
+            ..Self::reachable(message)
         }
     }
 
     pub fn unreachable(message: impl Into<String>) -> Self {
         Self {
             reachable: false,
+            handshake: false,
             message: message.into(),
         }
     }
 }
 
-/// Probes one member.
+/// Probes one member; `us` is this cluster's side of the trust domain,
+/// for the signed handshake.
 pub trait MemberProbe: Send + Sync {
-    fn probe<'a>(&'a self, member: &'a Peer) -> BoxFuture<'a, ProbeOutcome>;
+    fn probe<'a>(&'a self, us: &'a LocalDomain, member: &'a Peer) -> BoxFuture<'a, ProbeOutcome>;
 }
 
-/// Opens a TCP connection to the member's endpoint (port 443 when none);
-/// when the member has a `caBundle`, also runs a TLS handshake and requires
-/// the endpoint's certificate to chain to that bundle for the endpoint's
-/// host name. (The Ed25519 identity pin is checked by the protocol itself
-/// when a round connects.) Everything within `timeout`.
-#[derive(Debug, Clone)]
+/// A member pinned by key and CA (a join token pins both) gets the signed
+/// handshake of its federation endpoint (`peering.proto` `Hello`: mutual
+/// TLS to its pinned CA, a welcome signed by its pinned key). Others: a
+/// TCP connection to the endpoint (port 443 when none) and, with a
+/// `caBundle`, a TLS handshake whose certificate must chain to it for the
+/// endpoint's host name. Everything within `timeout`.
+#[derive(Debug)]
 pub struct NetworkProbe {
     pub timeout: Duration,
+    link: NetworkLink,
 }
 
 impl Default for NetworkProbe {
     fn default() -> Self {
+        Self::new(Duration::from_secs(5))
+    }
+}
+
+impl NetworkProbe {
+    pub fn new(timeout: Duration) -> Self {
         Self {
-            timeout: Duration::from_secs(5),
+            timeout,
+            link: NetworkLink::default(),
         }
     }
 }
 
 impl MemberProbe for NetworkProbe {
-    fn probe<'a>(&'a self, member: &'a Peer) -> BoxFuture<'a, ProbeOutcome> {
+    fn probe<'a>(&'a self, us: &'a LocalDomain, member: &'a Peer) -> BoxFuture<'a, ProbeOutcome> {
         Box::pin(async move {
             let secs = self.timeout.as_secs();
+            if member.public.is_some() && member.ca_bundle.is_some() {
+                return match tokio::time::timeout(self.timeout, self.link.hello(us, member)).await {
+                    Ok(Ok(message)) => ProbeOutcome::handshake(message),
+                    Ok(Err(message)) => ProbeOutcome::unreachable(message),
+                    Err(_) => ProbeOutcome::unreachable(format!(
+                        "no handshake with {} within {secs} s",
+                        member.endpoint
+                    )),
+                };
+            }
             match tokio::time::timeout(self.timeout, probe(member)).await {
                 Ok(Ok(message)) => ProbeOutcome::reachable(message),
                 Ok(Err(message)) => ProbeOutcome::unreachable(message),
@@ -207,11 +243,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let probe = NetworkProbe::default();
+        let us = crate::federation::domain::fixture("hospital-a", "fed");
         let m = member(format!("https://127.0.0.1:{port}"), None);
-        let up = probe.probe(&m).await;
+        let up = probe.probe(&us, &m).await;
         assert!(up.reachable, "{up:?}");
         drop(listener);
-        let down = probe.probe(&m).await;
+        let down = probe.probe(&us, &m).await;
         assert!(
             !down.reachable && down.message.contains("cannot connect"),
             "{down:?}"
@@ -254,18 +291,21 @@ mod tests {
         let port = tls_server(&ca).await;
         let endpoint = format!("https://localhost:{port}");
         let probe = NetworkProbe::default();
+        let us = crate::federation::domain::fixture("hospital-a", "fed");
         let ok = probe
-            .probe(&member(endpoint.clone(), Some(ca.cert_pem())))
+            .probe(&us, &member(endpoint.clone(), Some(ca.cert_pem())))
             .await;
         assert!(ok.reachable, "{ok:?}");
         assert!(ok.message.contains("verified against caBundle"), "{ok:?}");
         let other = FederationCa::generate("impostor").unwrap();
         let bad = probe
-            .probe(&member(endpoint.clone(), Some(other.cert_pem())))
+            .probe(&us, &member(endpoint.clone(), Some(other.cert_pem())))
             .await;
         assert!(!bad.reachable, "{bad:?}");
         assert!(bad.message.contains("TLS handshake"), "{bad:?}");
-        let junk = probe.probe(&member(endpoint, Some("not pem".into()))).await;
+        let junk = probe
+            .probe(&us, &member(endpoint, Some("not pem".into())))
+            .await;
         assert_eq!(junk.message, "caBundle holds no PEM certificate");
     }
 }

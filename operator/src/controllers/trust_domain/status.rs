@@ -76,6 +76,12 @@ pub fn issued(
         .ok()
         .map(Time);
     status.identity_secret_name = Some(issued.identity_secret_name.clone());
+    let previous = td
+        .status
+        .as_ref()
+        .map(|s| s.members.clone())
+        .unwrap_or_default();
+    let before = |name: &str| previous.iter().find(|m| m.name == name);
     status.members = members
         .iter()
         .map(|m| match m {
@@ -88,6 +94,11 @@ pub fn issued(
                 reachable: outcome.reachable,
                 last_probe_time: Some(now.clone()),
                 message: Some(outcome.message.clone()),
+                last_handshake_time: if outcome.handshake {
+                    Some(now.clone())
+                } else {
+                    before(&peer.name).and_then(|b| b.last_handshake_time.clone())
+                },
             },
             Observed::Refused(r) => MemberStatus {
                 name: r.name.clone(),
@@ -98,6 +109,7 @@ pub fn issued(
                 reachable: false,
                 last_probe_time: None,
                 message: Some(r.error.to_string()),
+                last_handshake_time: None,
             },
         })
         .collect();
@@ -167,6 +179,7 @@ pub fn needs_write(
         let mut s = s.clone();
         for m in &mut s.members {
             m.last_probe_time = None;
+            m.last_handshake_time = None;
         }
         s
     };

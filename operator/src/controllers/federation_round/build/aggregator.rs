@@ -146,6 +146,51 @@ pub fn service(round: &Round) -> Service {
     }
 }
 
+/// The aggregator's LoadBalancer Service for participants in other
+/// clusters: the mutual-TLS gRPC port only (metrics and `/status` stay
+/// inside the cluster).
+pub fn external_service(round: &Round) -> Service {
+    Service {
+        metadata: round.child_meta(
+            names::aggregator_external(&round.name),
+            Component::Aggregator,
+        ),
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            selector: Some(selector(round)),
+            ports: Some(vec![ServicePort {
+                name: Some(FEDERATION_PORT_NAME.into()),
+                port: i32::from(FEDERATION_PORT),
+                target_port: Some(IntOrString::String(FEDERATION_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// `https://<address>:7443` of a LoadBalancer Service once the cloud (or
+/// the cluster's load-balancer controller) has given it an address.
+pub fn external_url(service: &Service) -> Option<String> {
+    let ingress = service
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?;
+    let host = ingress.hostname.clone().or_else(|| ingress.ip.clone())?;
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Some(format!("https://{host}:{FEDERATION_PORT}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::round_fixture;
@@ -225,6 +270,35 @@ mod tests {
                 .as_ref()
                 .is_some_and(|c| c.name == "mnist-aggregator-config")
         }));
+    }
+
+    #[test]
+    fn external_service_is_a_load_balancer_for_grpc_only() {
+        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+        let fr = round_fixture();
+        let round = Round::new(&fr).unwrap();
+        let mut s = external_service(&round);
+        assert_eq!(
+            s.metadata.name.as_deref(),
+            Some("mnist-aggregator-external")
+        );
+        let spec = s.spec.clone().unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.ports.unwrap().len(), 1);
+        assert_eq!(external_url(&s), None);
+        s.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some("203.0.113.7".into()),
+                    ..LoadBalancerIngress::default()
+                }]),
+            }),
+            ..ServiceStatus::default()
+        });
+        assert_eq!(
+            external_url(&s).as_deref(),
+            Some("https://203.0.113.7:7443")
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use modelpub_crds::federation_round::{
     Architecture, DatasetKind, FederationRoundSpec, StrategyType, VaultSpec,
 };
 
-use super::{Identities, Round, names};
+use super::{AggregatorAt, Identities, Round, names};
 use crate::error::{Error, FieldError, SpecErrors};
 
 /// Where the aggregator's held-out evaluation vault is sealed (emptyDir).
@@ -190,6 +190,7 @@ pub fn aggregator(round: &Round, ids: &Identities) -> Result<AggregatorConfig, E
         compression: spec.compression.name().to_string(),
         metrics_listen: Some(format!("0.0.0.0:{METRICS_PORT}")),
         linger_after_run: true,
+        peer_client_cas: Vec::new(),
     })
 }
 
@@ -218,17 +219,31 @@ pub fn participant_vault(vault: &VaultSpec) -> VaultRef {
     }
 }
 
-/// The config of the participant on `vault`.
+/// The config of the participant on `vault`, whose aggregator is `at`.
 pub fn participant(
     round: &Round,
     ids: &Identities,
     vault: &VaultSpec,
+    at: &AggregatorAt,
 ) -> Result<ParticipantConfig, Error> {
     let spec = &round.fr.spec;
+    let (aggregator_url, aggregator_server_name, aggregator_ca) = match at {
+        AggregatorAt::Here => (
+            round.aggregator_url(),
+            names::aggregator_host(&round.name, &round.namespace),
+            None,
+        ),
+        AggregatorAt::Remote {
+            url,
+            server_name,
+            ca_pem,
+        } => (url.clone(), server_name.clone(), Some(ca_pem.clone())),
+    };
     Ok(ParticipantConfig {
         federation: round.name.clone(),
-        aggregator_url: round.aggregator_url(),
-        aggregator_server_name: names::aggregator_host(&round.name, &round.namespace),
+        aggregator_url,
+        aggregator_server_name,
+        aggregator_ca,
         aggregator_identity: ids.aggregator.clone(),
         vault: participant_vault(vault),
         // The aggregator may start after its participants: wait as long as
@@ -297,7 +312,7 @@ mod tests {
         let fr = round_fixture();
         let round = Round::new(&fr).unwrap();
         let ids = identities(&fr);
-        let a = participant(&round, &ids, &fr.spec.data.vaults[0]).unwrap();
+        let a = participant(&round, &ids, &fr.spec.data.vaults[0], &AggregatorAt::Here).unwrap();
         assert_eq!(a.aggregator_url, "https://mnist-aggregator.lab.svc:7443");
         assert_eq!(a.aggregator_server_name, "mnist-aggregator.lab.svc");
         assert_eq!(a.aggregator_identity, ids.aggregator);
@@ -308,7 +323,7 @@ mod tests {
             a.vault.key_file,
             PathBuf::from("/etc/modelpub/vault-key/vault.key")
         );
-        let c = participant(&round, &ids, &fr.spec.data.vaults[2]).unwrap();
+        let c = participant(&round, &ids, &fr.spec.data.vaults[2], &AggregatorAt::Here).unwrap();
         assert_eq!(c.vault.dir, PathBuf::from("/mnt/vault/vault"));
     }
 

@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 use modelpub_agent_config::pod::CONFIG_FILE;
 use modelpub_crds::FederationRound;
+use modelpub_crds::federation_round::VaultSpec;
 use modelpub_protocol::identity::PublicIdentity;
 
 use crate::error::{Error, FieldError, SpecErrors};
@@ -45,6 +46,11 @@ pub mod names {
     pub fn network_policy(round: &str) -> String {
         format!("{round}-federation")
     }
+    /// The LoadBalancer Service participants in other clusters reach the
+    /// aggregator through (gRPC port only).
+    pub fn aggregator_external(round: &str) -> String {
+        format!("{round}-aggregator-external")
+    }
     /// The in-cluster DNS name the aggregator's certificate is issued for
     /// and participants verify.
     pub fn aggregator_host(round: &str, namespace: &str) -> String {
@@ -61,6 +67,11 @@ pub struct Round<'a> {
     pub name: String,
     pub namespace: String,
     pub owner: OwnerReference,
+    /// This cluster's name in the federation (`spec.self.name` of the
+    /// trust domain), once known: vaults of other members and a remote
+    /// coordinator are told apart by it. `None` treats every vault as
+    /// local and the aggregator as ours.
+    pub here: Option<String>,
 }
 
 impl<'a> Round<'a> {
@@ -84,7 +95,37 @@ impl<'a> Round<'a> {
             name,
             namespace,
             owner,
+            here: None,
         })
+    }
+
+    /// The same round as seen from member `here`.
+    pub fn at(mut self, here: &str) -> Self {
+        self.here = Some(here.to_string());
+        self
+    }
+
+    /// Whether this cluster holds `vault`.
+    pub fn is_local(&self, vault: &VaultSpec) -> bool {
+        self.here
+            .as_deref()
+            .is_none_or(|h| crate::federation::rounds::is_local(vault.member.as_deref(), h))
+    }
+
+    /// The vaults this cluster holds, in `spec.data.vaults` order.
+    pub fn local_vaults(&self) -> impl Iterator<Item = &'a VaultSpec> + '_ {
+        self.fr.spec.data.vaults.iter().filter(|v| self.is_local(v))
+    }
+
+    /// The member running the aggregator when it is not this cluster.
+    pub fn remote_coordinator(&self) -> Option<&'a str> {
+        let here = self.here.as_deref()?;
+        self.fr.spec.coordinator.as_deref().filter(|c| *c != here)
+    }
+
+    /// Whether some vault is held by another member.
+    pub fn spans_clusters(&self) -> bool {
+        self.fr.spec.data.vaults.iter().any(|v| !self.is_local(v))
     }
 
     /// Metadata of a child: name, namespace, the round's labels for
@@ -114,12 +155,27 @@ impl<'a> Round<'a> {
 }
 
 /// The public identities of the round's parties, read from (or generated
-/// into) their Secrets.
+/// into) their Secrets, or registered by the members holding the other
+/// vaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identities {
     pub aggregator: PublicIdentity,
     /// One per `spec.data.vaults` entry, in the same order.
     pub agents: Vec<PublicIdentity>,
+}
+
+/// Where this cluster's participants find the aggregator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AggregatorAt {
+    /// In this cluster, behind its Service.
+    Here,
+    /// In the coordinator's cluster: its external URL, the name on its
+    /// certificate and the coordinator's CA (pinned from its join token).
+    Remote {
+        url: String,
+        server_name: String,
+        ca_pem: String,
+    },
 }
 
 /// Everything the round asks for besides its Secrets. The applier handles
@@ -132,28 +188,55 @@ pub struct Children {
     pub service: Service,
     pub jobs: Vec<Job>,
     pub network_policy: NetworkPolicy,
+    /// The aggregator's LoadBalancer Service, for a round with vaults in
+    /// other clusters.
+    pub external_service: Option<Service>,
 }
 
 /// Builds the round's children. `image` is the node-agent image
 /// (`spec.image` or the operator's default); `finished` once the run is
-/// over (the aggregator is scaled to zero).
+/// over (the aggregator is scaled to zero); `peer_cas` the CAs pinned for
+/// the members holding the other vaults (their participants' client
+/// certificates chain to them).
 pub fn children(
     round: &Round,
     identities: &Identities,
     image: &str,
     finished: bool,
+    peer_cas: &[String],
 ) -> Result<Children, Error> {
-    let spec = &round.fr.spec;
-    let aggregator_config = config::aggregator(round, identities)?;
+    let mut aggregator_config = config::aggregator(round, identities)?;
+    aggregator_config.peer_client_cas = peer_cas.to_vec();
     let mut config_maps = vec![config_map(
         round,
         names::aggregator_config(&round.name),
         Component::Aggregator,
         &aggregator_config,
     )?];
+    let (participant_maps, jobs) = participants(round, identities, &AggregatorAt::Here, image)?;
+    config_maps.extend(participant_maps);
+    let spans = round.spans_clusters();
+    Ok(Children {
+        config_maps,
+        deployment: aggregator::deployment(round, image, finished),
+        service: aggregator::service(round),
+        jobs,
+        network_policy: network_policy::network_policy(round, spans),
+        external_service: spans.then(|| aggregator::external_service(round)),
+    })
+}
+
+/// The ConfigMaps and Jobs of this cluster's participants.
+pub fn participants(
+    round: &Round,
+    identities: &Identities,
+    at: &AggregatorAt,
+    image: &str,
+) -> Result<(Vec<ConfigMap>, Vec<Job>), Error> {
+    let mut config_maps = Vec::new();
     let mut jobs = Vec::new();
-    for vault in &spec.data.vaults {
-        let participant = config::participant(round, identities, vault)?;
+    for vault in round.local_vaults() {
+        let participant = config::participant(round, identities, vault, at)?;
         config_maps.push(config_map(
             round,
             names::agent_config(&round.name, &vault.name),
@@ -162,13 +245,7 @@ pub fn children(
         )?);
         jobs.push(agent::job(round, vault, image));
     }
-    Ok(Children {
-        config_maps,
-        deployment: aggregator::deployment(round, image, finished),
-        service: aggregator::service(round),
-        jobs,
-        network_policy: network_policy::network_policy(round),
-    })
+    Ok((config_maps, jobs))
 }
 
 fn config_map<T: serde::Serialize>(
@@ -198,7 +275,7 @@ mod tests {
     fn children_cover_every_vault_and_are_owned_by_the_round() {
         let fr = round_fixture();
         let round = Round::new(&fr).unwrap();
-        let children = children(&round, &identities(&fr), "img:1", false).unwrap();
+        let children = children(&round, &identities(&fr), "img:1", false, &[]).unwrap();
         let cm_names: Vec<_> = children
             .config_maps
             .iter()

@@ -23,7 +23,11 @@ fn tcp(port: u16) -> NetworkPolicyPort {
     }
 }
 
-pub fn network_policy(round: &Round) -> NetworkPolicy {
+/// `spans_clusters`: participants in other clusters connect through the
+/// load balancer from addresses no selector can name, so the federation
+/// port admits any source (mutual TLS to the pinned CAs and the signed
+/// roster decide who gets further).
+pub fn network_policy(round: &Round, spans_clusters: bool) -> NetworkPolicy {
     let participants = NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
             match_labels: Some(agent::selector(round)),
@@ -45,7 +49,7 @@ pub fn network_policy(round: &Round) -> NetworkPolicy {
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![
                 NetworkPolicyIngressRule {
-                    from: Some(vec![participants]),
+                    from: (!spans_clusters).then(|| vec![participants]),
                     ports: Some(vec![tcp(FEDERATION_PORT)]),
                 },
                 NetworkPolicyIngressRule {
@@ -68,7 +72,7 @@ mod tests {
     fn only_participants_reach_the_federation_port() {
         let fr = round_fixture();
         let round = Round::new(&fr).unwrap();
-        let np = network_policy(&round);
+        let np = network_policy(&round, false);
         assert_eq!(np.metadata.name.as_deref(), Some("mnist-federation"));
         let spec = np.spec.unwrap();
         assert_eq!(spec.policy_types.unwrap(), ["Ingress"]);
@@ -91,6 +95,11 @@ mod tests {
         assert_eq!(from[labels::COMPONENT], "node-agent");
         assert_eq!(from[labels::FEDERATION_ROUND], "mnist");
         assert!(grpc.from.as_ref().unwrap()[0].namespace_selector.is_none());
+        let open = network_policy(&round, true).spec.unwrap().ingress.unwrap();
+        assert!(
+            open[0].from.is_none(),
+            "a round across clusters admits any source on 7443"
+        );
         let metrics = &rules[1];
         assert_eq!(
             metrics.ports.as_ref().unwrap()[0].port,

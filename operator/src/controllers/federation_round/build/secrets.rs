@@ -31,24 +31,29 @@ pub struct PartySecret {
     pub vault_key: bool,
 }
 
-/// The Secrets of every party: the aggregator first, then one per vault
-/// in `spec.data.vaults` order. The aggregator's certificate names its
-/// Service the ways a client in the cluster may reach it.
+/// The Secrets of this cluster's parties: the aggregator first (when it
+/// runs here), then one per vault held here, in `spec.data.vaults` order.
+/// The aggregator's certificate names its Service the ways a client in
+/// the cluster may reach it (participants elsewhere verify the same name
+/// through the load balancer).
 pub fn planned(round: &Round) -> Vec<PartySecret> {
     let aggregator = names::aggregator(&round.name);
     let ns = &round.namespace;
-    let mut plan = vec![PartySecret {
-        name: aggregator.clone(),
-        party: aggregator.clone(),
-        dns_names: vec![
-            aggregator.clone(),
-            format!("{aggregator}.{ns}"),
-            format!("{aggregator}.{ns}.svc"),
-            format!("{aggregator}.{ns}.svc.cluster.local"),
-        ],
-        vault_key: true,
-    }];
-    for vault in &round.fr.spec.data.vaults {
+    let mut plan = Vec::new();
+    if round.remote_coordinator().is_none() {
+        plan.push(PartySecret {
+            name: aggregator.clone(),
+            party: aggregator.clone(),
+            dns_names: vec![
+                aggregator.clone(),
+                format!("{aggregator}.{ns}"),
+                format!("{aggregator}.{ns}.svc"),
+                format!("{aggregator}.{ns}.svc.cluster.local"),
+            ],
+            vault_key: true,
+        });
+    }
+    for vault in round.local_vaults() {
         let name = names::agent(&round.name, &vault.name);
         plan.push(PartySecret {
             dns_names: vec![name.clone()],
