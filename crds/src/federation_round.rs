@@ -631,6 +631,12 @@ pub struct FederationRoundStatus {
     /// one: this status then mirrors what that member reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<String>,
+    /// Clients the aggregator refused in its TLS handshake (their
+    /// certificate chains to no CA of the round: never peered, or re-keyed),
+    /// newest first, at most 20; each is also in the aggregator's audit log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub refused_peers: Vec<crate::trust_domain::RefusedPeer>,
     /// SHA-256 (hex) of the latest global model's weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_digest: Option<String>,

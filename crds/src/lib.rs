@@ -18,6 +18,9 @@ pub mod trust_domain;
 pub mod validation;
 
 pub use compute_offer::{ComputeOffer, ComputeOfferSpec, ComputeOfferStatus};
+/// How many refused clients a status keeps (`refusedPeers` maxItems).
+pub const STATUS_REFUSED_KEPT: usize = 20;
+
 pub use federation_round::{FederationRound, FederationRoundSpec, FederationRoundStatus, Phase};
 pub use trust_domain::{TrustDomain, TrustDomainSpec, TrustDomainStatus};
 

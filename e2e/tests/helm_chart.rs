@@ -45,6 +45,26 @@ fn only<'a>(objects: &'a [Rendered], kind: &str) -> &'a Rendered {
     }
 }
 
+/// The one object of `kind` whose name ends with `suffix`.
+fn named<'a>(objects: &'a [Rendered], kind: &str, suffix: &str) -> &'a Rendered {
+    let matching: Vec<&Rendered> = of_kind(objects, kind)
+        .into_iter()
+        .filter(|o| {
+            o.json
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.ends_with(suffix))
+        })
+        .collect();
+    match matching.as_slice() {
+        [one] => one,
+        many => panic!(
+            "expected exactly one {kind} named *{suffix}, found {}",
+            many.len()
+        ),
+    }
+}
+
 fn deployment(objects: &[Rendered]) -> Deployment {
     match &only(objects, "Deployment").object {
         Object::Deployment(d) => (**d).clone(),
@@ -105,6 +125,7 @@ fn default_render_is_the_expected_set_of_strictly_typed_objects() {
             "Deployment",
             "Role",
             "RoleBinding",
+            "Service",
             "Service",
             "ServiceAccount",
         ],
@@ -298,6 +319,8 @@ fn operator_runs_with_the_agreed_flags_probes_and_images() {
             "0.0.0.0:8080",
             "--node-agent-image",
             "ghcr.io/modelpub/modelpub-node-agent:0.1.0",
+            "--federation-listen",
+            "0.0.0.0:7450",
             "--lease-namespace",
             "$(POD_NAMESPACE)",
         ]
@@ -394,7 +417,10 @@ fn every_object_carries_the_recommended_labels() {
             ),
             (
                 "Service selector",
-                manifest::labels(&only(&objects, "Service").json, "/spec/selector"),
+                manifest::labels(
+                    &named(&objects, "Service", "-metrics").json,
+                    "/spec/selector",
+                ),
             ),
         ] {
             assert!(!selector.is_empty(), "{what} is empty");
@@ -530,7 +556,7 @@ fn service_monitor_scrapes_the_metrics_service_when_enabled() {
         Some(&Value::from(NAMESPACE))
     );
 
-    let svc = only(&objects, "Service");
+    let svc = named(&objects, "Service", "-metrics");
     let Object::Service(service) = &svc.object else {
         unreachable!()
     };
@@ -744,4 +770,44 @@ fn grant_comparison_names_what_is_extra_or_missing_and_refuses_wildcards() {
         rbac::grants(&[named]),
         Err(rbac::RbacError::Unexpected(_))
     ));
+}
+
+#[test]
+fn the_federation_endpoint_is_a_load_balancer_on_its_own_port_and_can_be_turned_off() {
+    let objects = render(&[]);
+    let svc = named(&objects, "Service", "-operator-federation");
+    let Object::Service(service) = &svc.object else {
+        unreachable!()
+    };
+    let spec = service.spec.clone().unwrap_or_default();
+    assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+    let ports = spec.ports.unwrap_or_default();
+    assert_eq!(ports.len(), 1, "only the federation port is exposed");
+    assert_eq!(ports[0].port, 7450);
+    let c = operator_container(&deployment(&objects));
+    assert!(
+        c.ports
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p.name.as_deref() == Some("federation") && p.container_port == 7450),
+        "the operator container names its federation port"
+    );
+    let off = render(&["--set", "federation.enabled=false"]);
+    assert_eq!(
+        of_kind(&off, "Service").len(),
+        1,
+        "only the metrics Service"
+    );
+    let args = operator_container(&deployment(&off))
+        .args
+        .unwrap_or_default();
+    assert!(!args.iter().any(|a| a == "--federation-listen"), "{args:?}");
+    let cluster_ip = render(&["--set", "federation.service.type=ClusterIP"]);
+    let Object::Service(s) = &named(&cluster_ip, "Service", "-operator-federation").object else {
+        unreachable!()
+    };
+    assert_eq!(
+        s.spec.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("ClusterIP")
+    );
 }

@@ -150,8 +150,38 @@ async fn steps(
         "README `Two clusters: a round`: expected 1 block, found {}",
         round_blocks.len()
     );
+    // Meanwhile a rogue participant (a certificate from a CA hospital-a
+    // never pinned) keeps knocking at the aggregator's external address.
+    let rogue_knocks = tokio::spawn(knock_at_the_aggregator(
+        a.client.clone(),
+        work.join("hospital-a"),
+    ));
     let printed = run_block(&tools, &round_blocks[0])?;
     round_matches_simulate(a, b, &printed).await?;
+    let (knocks, audit) = rogue_knocks
+        .await
+        .context("the rogue participant's task")??;
+    ensure!(
+        knocks > 0,
+        "the rogue participant never reached the aggregator's address"
+    );
+    ensure!(
+        audit
+            .lines()
+            .any(|l| l.contains("tls-handshake-refused") && l.contains("rogue-participant")),
+        "the aggregator's audit log does not name the refused participant:\n{audit}"
+    );
+    let fr = Api::<modelpub_crds::FederationRound>::namespaced(a.client.clone(), NS)
+        .get(ROUND)
+        .await?;
+    let refused = fr.status.map(|s| s.refused_peers).unwrap_or_default();
+    ensure!(
+        refused
+            .iter()
+            .any(|r| r.name == "rogue-participant" && r.reason == "TlsHandshakeRefused"),
+        "hospital-a's round status does not name the refused participant: {refused:?}"
+    );
+
     for (cluster, peer) in [(a, "hospital-b"), (b, "hospital-a")] {
         eventually(
             &format!("a signed handshake with {peer}"),
@@ -218,6 +248,9 @@ async fn steps(
             r.reason == "UnknownCertificateAuthority" && r.certificate_sha256.is_some(),
             "{r:?}"
         );
+    }
+    for name in ["rogue-e", "hospital-b"] {
+        expect_event(&a.client, "Warning", "UnknownCertificateAuthority", name).await?;
     }
     // The real hospital-b is still trusted and still shakes hands.
     let b_member = member(&domain(&a.client).await?, "hospital-b").context("hospital-b")?;
@@ -295,6 +328,133 @@ async fn steps(
     );
     eprintln!("== peering passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// Until hospital-a's round is over: TLS handshakes with its aggregator's
+/// external address as `rogue-participant`, holding a certificate from a
+/// CA nobody pinned (and trusting hospital-a's CA, so only the aggregator
+/// can refuse). Returns how many handshakes reached a listener, and the
+/// aggregator's audit log as read while its pod (and so its emptyDir
+/// party volume) still existed.
+async fn knock_at_the_aggregator(
+    a: Client,
+    cluster_dir: std::path::PathBuf,
+) -> anyhow::Result<(u32, String)> {
+    use modelpub_crds::FederationRound;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let rounds: Api<FederationRound> = Api::namespaced(a.clone(), NS);
+    let ca = modelpub_protocol::tls::FederationCa::generate("rogue")?;
+    let leaf = ca.issue("rogue-participant", &["rogue-participant"], &[])?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut knocks = 0;
+    let mut audit = String::new();
+    let logged = |audit: &str| {
+        audit
+            .lines()
+            .any(|l| l.contains("tls-handshake-refused") && l.contains("rogue-participant"))
+    };
+    while Instant::now() < deadline {
+        let Ok(fr) = rounds.get(ROUND).await else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let status = fr.status.clone().unwrap_or_default();
+        if status.phase.is_terminal() {
+            break;
+        }
+        let Some(endpoint) = status.aggregator_endpoint.clone() else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let address = endpoint.trim_start_matches("https://").to_string();
+        let secrets: Api<Secret> = Api::namespaced(a.clone(), NS);
+        let Some(their_ca) = secrets
+            .get_opt(&format!("{FEDERATION}-ca"))
+            .await?
+            .and_then(|s| s.data)
+            .and_then(|d| {
+                d.get("ca.crt")
+                    .map(|b| String::from_utf8_lossy(&b.0).to_string())
+            })
+        else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(their_ca.as_bytes()) {
+            roots.add(c?)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()?,
+            PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())?,
+        )?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let name = ServerName::try_from(format!("{ROUND}-aggregator.{NS}.svc"))?;
+        let connect = tokio::net::TcpStream::connect(&address);
+        if let Ok(Ok(tcp)) = tokio::time::timeout(Duration::from_secs(2), connect).await
+            && let Ok(Ok(mut tls)) =
+                tokio::time::timeout(Duration::from_secs(2), connector.connect(name, tcp)).await
+        {
+            knocks += 1;
+            if knocks == 1 {
+                eprintln!(
+                    "rogue participant: first handshake with {address} while the round is {:?}",
+                    status.phase
+                );
+            }
+            // TLS 1.3: the server checks our certificate after we finish;
+            // it answers with an alert, and the read fails.
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 1];
+            let _ = tokio::time::timeout(Duration::from_secs(2), tls.read(&mut buf)).await;
+            if !logged(&audit) {
+                audit = aggregator_audit_log(&cluster_dir).unwrap_or_default();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok((knocks, audit))
+}
+
+/// The audit log of hospital-a's aggregator, found in its kubelet's pod
+/// volumes under `cluster_dir`.
+fn aggregator_audit_log(cluster_dir: &std::path::Path) -> anyhow::Result<String> {
+    fn walk(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.file_name().is_some_and(|n| n == "audit.log")
+                && path
+                    .to_string_lossy()
+                    .contains(&format!("{ROUND}-aggregator"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(cluster_dir, &mut found);
+    let mut all = String::new();
+    for path in &found {
+        all.push_str(&std::fs::read_to_string(path)?);
+    }
+    ensure!(
+        !found.is_empty(),
+        "no aggregator audit.log under {}",
+        cluster_dir.display()
+    );
+    Ok(all)
 }
 
 /// One held-out example of the digits test split (359 examples).

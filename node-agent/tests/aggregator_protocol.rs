@@ -165,3 +165,69 @@ async fn hostile_messages_are_refused_and_the_round_still_completes() {
     let log = std::fs::read_to_string(aggregator.root().join("audit.log")).unwrap();
     assert!(log.contains("rejected"));
 }
+
+/// A client whose certificate comes from another CA (a cluster never
+/// peered, or one whose CA changed) does not get through the handshake,
+/// and the aggregator names it in its audit log, which still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_an_unknown_ca_is_refused_in_the_handshake_and_audited() {
+    use modelpub_protocol::tls::{FederationCa, TlsMaterial};
+    let tmp = tempfile::tempdir().unwrap();
+    let fed = start_federation(&tmp.path().join("fed"), 1, 1).await;
+    let (aggregator, inst) = (fed.aggregator, fed.institutions[0].clone());
+    let address = std::fs::read_to_string(aggregator.root().join("address")).unwrap();
+    let ours = TlsMaterial::load(&inst.tls()).unwrap();
+    let rogue_ca = FederationCa::generate("rogue").unwrap();
+    let rogue_leaf = rogue_ca
+        .issue("rogue-participant", &["rogue-participant"], &[])
+        .unwrap();
+    // It trusts the aggregator's CA, so only the aggregator can refuse.
+    let rogue = TlsMaterial {
+        ca_pem: ours.ca_pem.clone(),
+        ..rogue_leaf
+    };
+    let refused = match modelpub_node_agent::participant::connect(
+        &format!("https://{address}"),
+        "localhost",
+        &rogue,
+        Duration::from_secs(2),
+    )
+    .await
+    {
+        Err(_) => true,
+        // TLS 1.3 may let the client finish first; its first call fails.
+        Ok(channel) => {
+            let mut rpc = pb::federation_client::FederationClient::new(channel);
+            let me = Signer::new(
+                Identity::generate("rogue-participant").unwrap(),
+                setup::FEDERATION,
+            );
+            rpc.join(me.seal(0, &join_request())).await.is_err()
+        }
+    };
+    assert!(
+        refused,
+        "a certificate from another CA must not get through"
+    );
+    let log_path = aggregator.root().join(modelpub_protocol::audit::LOG_FILE);
+    let mut logged = String::new();
+    for _ in 0..100 {
+        logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if logged.contains("tls-handshake-refused") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = logged
+        .lines()
+        .find(|l| l.contains("tls-handshake-refused"))
+        .unwrap_or_else(|| panic!("no refusal in the audit log:\n{logged}"));
+    assert!(line.contains("rogue-participant"), "{line}");
+    modelpub_protocol::audit::verify(aggregator.root(), None)
+        .expect("the audit log still verifies");
+    // The honest participant still joins.
+    let mut rpc = client(&inst, &aggregator).await;
+    rpc.join(signer(&inst).seal(0, &join_request()))
+        .await
+        .unwrap();
+}

@@ -9,6 +9,7 @@
 //! Publishing is best effort: a failure is logged and never fails the
 //! reconcile that explains itself with it.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
@@ -52,8 +53,56 @@ impl Events {
             .await;
     }
 
+    /// A Warning event on `obj` about federation member `member` (not a
+    /// Kubernetes object): named as the event's `related` object, so each
+    /// member's events form their own series. The recorder folds events
+    /// with the same type, reason, action and objects into one series
+    /// that keeps the first note; without this, a second cluster refused
+    /// for the same reason would only raise the first one's count.
+    pub async fn warning_about_member<K>(
+        &self,
+        obj: &K,
+        member: &str,
+        reason: &str,
+        action: &str,
+        note: impl Into<String>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let related = ObjectReference {
+            api_version: Some("modelpub.io/v1alpha1".into()),
+            kind: Some("FederationMember".into()),
+            name: Some(member.to_string()),
+            ..ObjectReference::default()
+        };
+        self.publish_related(
+            obj,
+            EventType::Warning,
+            reason,
+            action,
+            note.into(),
+            Some(related),
+        )
+        .await;
+    }
+
     async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
     where
+        K: Resource<DynamicType = ()>,
+    {
+        self.publish_related(obj, type_, reason, action, note, None)
+            .await;
+    }
+
+    async fn publish_related<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        secondary: Option<ObjectReference>,
+    ) where
         K: Resource<DynamicType = ()>,
     {
         let reference = obj.object_ref(&());
@@ -62,7 +111,7 @@ impl Events {
             reason: reason.to_string(),
             note: Some(truncate_note(note)),
             action: action.to_string(),
-            secondary: None,
+            secondary,
         };
         if let Err(e) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(

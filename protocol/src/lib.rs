@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod client_auth;
 pub mod dp;
 pub mod envelope;
 pub mod error;

@@ -30,6 +30,7 @@ use crate::config::{AggregatorConfig, read_json};
 use crate::model::Model;
 use crate::party::PartyDir;
 use crate::round_record::RoundRecord;
+use crate::telemetry::status::RefusedClient;
 use crate::telemetry::{AggregatorTelemetry, Health};
 use crate::weights_file;
 
@@ -85,18 +86,15 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", shared.config.listen))?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let refusals = shared.clone();
+    let incoming = super::listener::incoming(listener, tls, move |r| refused(&refusals, r));
     let server = tonic::transport::Server::builder()
-        .tls_config(tls.server_config())
-        .context("TLS configuration")?
         .add_service(FederationServer::new(FederationService::new(
             shared.clone(),
         )))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async {
-                stopped.await.ok();
-            },
-        );
+        .serve_with_incoming_shutdown(incoming, async {
+            stopped.await.ok();
+        });
     let server = tokio::spawn(server);
     write_atomically(&shared.config.address_file, address.to_string().as_bytes())?;
     tracing::info!(%address, "aggregator listening");
@@ -119,6 +117,32 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
         until_terminated().await?;
     }
     outcome.map(|_| ())
+}
+
+/// A client refused in the TLS handshake: named in the audit log (its
+/// certificate's common name and SHA-256) and in `/status`.
+fn refused(shared: &Shared, r: super::listener::Refused) {
+    let name = r.presented.name();
+    tracing::warn!(client = %name, address = %r.address, "TLS handshake refused: {}", r.reason);
+    audit_trail::event(
+        &shared.audit,
+        Direction::Received,
+        "tls-handshake-refused",
+        &name,
+        0,
+        &r.presented.sha256,
+        &format!("from {}: {}", r.address, r.reason),
+    );
+    shared.telemetry.status().refused(RefusedClient {
+        name,
+        certificate_sha256: r.presented.sha256,
+        address: r.address.to_string(),
+        reason: r.reason,
+        unix_secs: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    });
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends to stop a pod) or Ctrl-C.

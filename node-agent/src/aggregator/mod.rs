@@ -4,6 +4,7 @@
 pub mod accumulator;
 mod driver;
 mod evaluator;
+mod listener;
 mod round;
 mod service;
 pub mod state;

@@ -68,6 +68,25 @@ pub struct FederationStatus {
     /// sha256 (hex) of the current global model.
     pub model_digest: String,
     pub rounds: Vec<RoundStatus>,
+    /// Clients refused in the TLS handshake (their certificate chains to no
+    /// CA of this round), newest first, at most [`REFUSED_KEPT`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedClient>,
+}
+
+/// How many refused clients `/status` keeps.
+pub const REFUSED_KEPT: usize = 20;
+
+/// A client the aggregator's TLS handshake refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefusedClient {
+    /// The common name of the certificate it presented.
+    pub name: String,
+    pub certificate_sha256: String,
+    pub address: String,
+    /// Why, as the TLS library put it.
+    pub reason: String,
+    pub unix_secs: i64,
 }
 
 /// The status as the driver moves it, read by the HTTP handler.
@@ -83,6 +102,7 @@ impl StatusBoard {
             total_rounds,
             model_digest: model_digest.to_string(),
             rounds: Vec::new(),
+            refused: Vec::new(),
         }))
     }
 
@@ -100,6 +120,17 @@ impl StatusBoard {
             Ok(mut s) => f(&mut s),
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
+    }
+
+    /// A client refused in the handshake; the same certificate again
+    /// moves to the front.
+    pub fn refused(&self, client: RefusedClient) {
+        self.update(|s| {
+            s.refused
+                .retain(|r| r.certificate_sha256 != client.certificate_sha256);
+            s.refused.insert(0, client);
+            s.refused.truncate(REFUSED_KEPT);
+        });
     }
 
     pub fn round_opened(&self, round: u32) {

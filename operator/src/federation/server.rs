@@ -171,8 +171,9 @@ async fn refuse(
         ),
     );
     ctx.events
-        .warning(
+        .warning_about_member(
             td,
+            name,
             reason,
             "FederationHandshake",
             format!("refused {name} from {address}: {message}"),

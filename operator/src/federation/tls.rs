@@ -7,60 +7,19 @@
 //! A refused client's certificate is recorded ([`Presented`]) so the
 //! refusal can name it.
 
-use std::sync::{Arc, Mutex};
-
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use sha2::{Digest, Sha256};
+use modelpub_protocol::client_auth;
+pub use modelpub_protocol::client_auth::{Presented, PresentedSlot, issued_by};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity as TlsIdentity};
 
 use super::domain::LocalDomain;
 use crate::controllers::trust_domain::peers::Peer;
 use crate::error::Error;
 
-/// What a client presented: its certificate's common name and SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Presented {
-    pub common_name: Option<String>,
-    pub sha256: String,
-}
-
-impl Presented {
-    pub fn from_der(der: &[u8]) -> Self {
-        let common_name = x509_parser::parse_x509_certificate(der)
-            .ok()
-            .and_then(|(_, cert)| {
-                cert.subject()
-                    .iter_common_name()
-                    .next()
-                    .and_then(|cn| cn.as_str().ok().map(str::to_owned))
-            });
-        Self {
-            common_name,
-            sha256: hex::encode(Sha256::digest(der)),
-        }
-    }
-}
-
-/// Where one handshake's verifier leaves what the client presented.
-pub type PresentedSlot = Arc<Mutex<Option<Presented>>>;
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn certificates(what: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{what}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{what} holds no PEM certificate"));
-    }
-    Ok(certs)
+fn certificates(
+    what: &str,
+    pem: &str,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    client_auth::certificates(what, pem).map_err(|e| e.to_string())
 }
 
 /// The server side for `domain`: our endpoint certificate, clients from
@@ -70,38 +29,21 @@ pub fn server_config(
     domain: &LocalDomain,
     seen: PresentedSlot,
 ) -> Result<Option<rustls::ServerConfig>, Error> {
-    let what = |m: &str| Error::identity(format!("federation endpoint of {}", domain.name()), m);
-    let mut roots = rustls::RootCertStore::empty();
-    for peer in &domain.peers {
-        let Some(bundle) = &peer.ca_bundle else {
-            continue;
-        };
-        // A member whose pinned CA is unusable is reported by the
-        // TrustDomain probe; it is simply not admitted here.
-        for cert in certificates(&format!("caBundle of {}", peer.name), bundle).unwrap_or_default()
-        {
-            let _ = roots.add(cert);
-        }
-    }
+    // A member whose pinned CA is unusable is reported by the TrustDomain
+    // probe; it is simply not admitted here.
+    let roots: Vec<&str> = domain
+        .peers
+        .iter()
+        .filter_map(|p| p.ca_bundle.as_deref())
+        .filter(|b| client_auth::certificates("caBundle", b).is_ok())
+        .collect();
     if roots.is_empty() {
         return Ok(None);
     }
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| what(&format!("client verifier: {e}")))?;
     let leaf = domain.endpoint_certificate()?;
-    let chain = certificates("endpoint certificate", &leaf.cert_pem).map_err(|e| what(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
-        .map_err(|e| what(&format!("endpoint key: {e}")))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| what(&e.to_string()))?
-        .with_client_cert_verifier(Arc::new(Recording { inner, seen }))
-        .with_single_cert(chain, key)
-        .map_err(|e| what(&e.to_string()))?;
-    // gRPC runs over HTTP/2 only.
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Some(config))
+    client_auth::server_config(&roots, &leaf.cert_pem, &leaf.key_pem, seen)
+        .map(Some)
+        .map_err(|e| Error::identity(format!("federation endpoint of {}", domain.name()), e))
 }
 
 /// The client side for calling `peer`: its pinned CA only, its endpoint
@@ -122,69 +64,137 @@ pub fn client_config(domain: &LocalDomain, peer: &Peer) -> Result<ClientTlsConfi
         .domain_name(super::server_name(&peer.name, &domain.federation)))
 }
 
-/// Whether the certificate `der` is signed by a certificate in `ca_pem`:
-/// binds a connection's client certificate to the member whose envelope
-/// it carries (any member's CA gets a client through the handshake).
-pub fn issued_by(der: &[u8], ca_pem: &str) -> bool {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return false;
-    };
-    certificates("ca", ca_pem)
-        .unwrap_or_default()
-        .iter()
-        .any(|ca| {
-            x509_parser::parse_x509_certificate(ca).is_ok_and(|(_, ca)| {
-                cert.verify_signature(Some(ca.public_key())).is_ok()
-                    && cert.issuer() == ca.subject()
-            })
-        })
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-/// WebPKI client verification that remembers the certificate it was
-/// shown, so a refusal can say who was refused.
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn ClientCertVerifier>,
-    seen: PresentedSlot,
-}
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
 
-impl ClientCertVerifier for Recording {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
+    use super::*;
+    use crate::controllers::trust_domain::peers::{PINNED, Peer};
+    use crate::federation::domain::fixture;
 
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        if let Ok(mut slot) = self.seen.lock() {
-            *slot = Some(Presented::from_der(end_entity));
+    fn pin(domain: &LocalDomain) -> Peer {
+        Peer {
+            name: domain.name().to_string(),
+            endpoint: "https://unused.example:7450".into(),
+            public: Some(domain.identity.public()),
+            fingerprint: None,
+            ca_bundle: Some(domain.ca_pem.clone()),
+            reason: PINNED,
+            accepted_token_sha256: None,
         }
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+    /// A handshake of a `client` domain against `server`'s endpoint; what
+    /// the server's verifier saw, and whether the handshake completed.
+    async fn handshake(server: &LocalDomain, client: &LocalDomain) -> (Option<Presented>, bool) {
+        use rustls::pki_types::ServerName;
+        let seen = PresentedSlot::default();
+        let config = server_config(server, seen.clone()).unwrap().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            match acceptor.accept(a).await {
+                Ok(mut s) => s.write_all(b"k").await.is_ok() && s.flush().await.is_ok(),
+                Err(_) => false,
+            }
+        });
+        // The client side as tonic would configure it, in rustls terms.
+        let leaf = client.endpoint_certificate().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certificates("ca", &server.ca_pem).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            certificates("leaf", &leaf.cert_pem).unwrap(),
+            PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let name = ServerName::try_from(crate::federation::server_name(
+            server.name(),
+            &server.federation,
+        ))
+        .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let client_ok = match connector.connect(name, b).await {
+            // TLS 1.3: the client finishes before the server has checked
+            // its certificate; the server's first byte shows it kept it.
+            Ok(mut s) => {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 1];
+                matches!(
+                    tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await,
+                    Ok(Ok(1))
+                ) && buf == *b"k"
+            }
+            Err(_) => false,
+        };
+        let server_ok = served.await.unwrap();
+        let presented = seen.lock().unwrap().clone();
+        (presented, server_ok && client_ok)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+    #[tokio::test]
+    async fn only_clients_of_a_pinned_ca_get_through_and_a_refused_one_is_named() {
+        let mut a = fixture("hospital-a", "fed");
+        let b = fixture("hospital-b", "fed");
+        let rogue = fixture("rogue", "fed");
+        assert!(
+            server_config(&a, PresentedSlot::default())
+                .unwrap()
+                .is_none(),
+            "no member pinned: nobody can be admitted"
+        );
+        a.peers.push(pin(&b));
+        let (seen, ok) = handshake(&a, &b).await;
+        assert!(ok, "hospital-b's certificate chains to its pinned CA");
+        assert_eq!(seen.unwrap().common_name.as_deref(), Some("hospital-b"));
+        let (seen, ok) = handshake(&a, &rogue).await;
+        assert!(!ok, "a never-peered cluster is refused in the handshake");
+        let seen = seen.unwrap();
+        assert_eq!(seen.common_name.as_deref(), Some("rogue"));
+        assert_eq!(seen.sha256.len(), 64);
+        // Re-keyed: the same name with a new CA is just as unknown.
+        let rekeyed = fixture("hospital-b", "fed");
+        let (_, ok) = handshake(&a, &rekeyed).await;
+        assert!(!ok, "hospital-b with a new CA is refused");
     }
 
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+    #[test]
+    fn issued_by_binds_a_certificate_to_its_ca_only() {
+        let b = fixture("hospital-b", "fed");
+        let other = fixture("hospital-c", "fed");
+        let leaf = b.endpoint_certificate().unwrap();
+        let der = certificates("leaf", &leaf.cert_pem).unwrap().remove(0);
+        assert!(issued_by(&der, &b.ca_pem));
+        assert!(!issued_by(&der, &other.ca_pem));
+        assert!(!issued_by(b"junk", &b.ca_pem));
+        let both = format!("{}\n{}", other.ca_pem, b.ca_pem);
+        assert!(issued_by(&der, &both));
+    }
+
+    #[test]
+    fn the_client_needs_a_pinned_ca() {
+        let a = fixture("hospital-a", "fed");
+        let mut peer = pin(&fixture("hospital-b", "fed"));
+        assert!(client_config(&a, &peer).is_ok());
+        peer.ca_bundle = None;
+        let e = client_config(&a, &peer).unwrap_err();
+        assert!(e.contains("no pinned CA"), "{e}");
+        peer.ca_bundle = Some("not pem".into());
+        assert!(
+            client_config(&a, &peer)
+                .unwrap_err()
+                .contains("no PEM certificate")
+        );
     }
 }

@@ -34,6 +34,23 @@ pub struct AggregatorStatus {
     pub model_digest: String,
     #[serde(default)]
     pub rounds: Vec<RoundReport>,
+    /// Clients refused in the aggregator's TLS handshake.
+    #[serde(default)]
+    pub refused: Vec<RefusedClient>,
+}
+
+/// One client the aggregator's TLS handshake refused.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RefusedClient {
+    pub name: String,
+    #[serde(default)]
+    pub certificate_sha256: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub unix_secs: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -14,6 +14,8 @@ use super::progress::{
     Agent, AgentState, AggregatorPhase, AggregatorStatus, RoundOutcome, RoundReport, alive,
     dropouts,
 };
+use modelpub_crds::trust_domain::RefusedPeer;
+
 use crate::error::SpecErrors;
 
 /// Everything one reconcile saw of a valid round.
@@ -183,6 +185,10 @@ fn set_conditions(
     upsert(conditions, c(FAILED, phase == Phase::Failed, reason));
 }
 
+/// `refusedPeers[].reason` of a client the aggregator's TLS handshake
+/// refused.
+pub const TLS_REFUSED: &str = "TlsHandshakeRefused";
+
 /// The status of a valid round after this observation.
 pub fn observe(
     previous: Option<&FederationRoundStatus>,
@@ -212,6 +218,25 @@ pub fn observe(
         status.accuracy = last_completed.and_then(|r| r.accuracy);
         status.loss = last_completed.and_then(|r| r.loss);
         status.epsilon_spent = s.rounds.iter().rev().find_map(|r| r.epsilon_spent);
+        status.refused_peers = s
+            .refused
+            .iter()
+            .take(modelpub_crds::STATUS_REFUSED_KEPT)
+            .map(|r| RefusedPeer {
+                name: r.name.clone(),
+                reason: TLS_REFUSED.to_string(),
+                message: format!(
+                    "the aggregator's TLS handshake refused its certificate: {}",
+                    r.reason
+                ),
+                address: (!r.address.is_empty()).then(|| r.address.clone()),
+                certificate_sha256: (!r.certificate_sha256.is_empty())
+                    .then(|| r.certificate_sha256.clone()),
+                last_refused_time: jiff::Timestamp::from_second(r.unix_secs)
+                    .map(Time)
+                    .unwrap_or_else(|_| obs.now.clone()),
+            })
+            .collect();
     }
     status.round_label = Some(FederationRoundStatus::round_label(
         status.current_round,
@@ -359,6 +384,38 @@ mod tests {
             remote_participants: 0,
             now: now(),
         }
+    }
+
+    #[test]
+    fn participants_in_other_clusters_count_towards_the_minimum() {
+        // One local participant of a round whose other vault is a member's:
+        // the coordinator cannot see that pod, so it is not a dropout.
+        let a = agents(&[AgentState::Running]);
+        let alone = status_from(&obs(Err("starting".into()), &a));
+        assert_eq!(alone.phase, Phase::Failed, "{alone:?}");
+        let mut o = obs(Err("starting".into()), &a);
+        o.remote_participants = 1;
+        let with_member = status_from(&o);
+        assert_eq!(with_member.phase, Phase::Pending, "{with_member:?}");
+        let failed = {
+            let dead = agents(&[AgentState::Failed("OOMKilled".into())]);
+            let mut o = obs(Err("starting".into()), &dead);
+            o.remote_participants = 1;
+            status_from(&o)
+        };
+        assert_eq!(failed.phase, Phase::Failed);
+        assert!(
+            failed
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("only 1 of 2 participants"),
+            "{failed:?}"
+        );
+    }
+
+    fn status_from(o: &Observation) -> FederationRoundStatus {
+        observe(None, o)
     }
 
     #[test]

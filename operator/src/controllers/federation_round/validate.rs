@@ -139,6 +139,27 @@ pub fn validate(fr: &FederationRound, td: &TrustDomain) -> Result<(), SpecErrors
         }
     }
     let here = &td.spec.self_.name;
+    let spans = spec.coordinator.as_ref().is_some_and(|c| c != here)
+        || spec
+            .data
+            .vaults
+            .iter()
+            .any(|v| v.member.as_ref().is_some_and(|m| m != here));
+    if spans {
+        // Absent means "this cluster" wherever the round is applied: in a
+        // round across clusters that would run the vault twice.
+        for (i, v) in spec.data.vaults.iter().enumerate() {
+            if v.member.is_none() {
+                err(
+                    format!("spec.data.vaults[{i}].member"),
+                    format!(
+                        "required in a round across clusters: name the member holding `{}` (`{here}` for this cluster)",
+                        v.name
+                    ),
+                );
+            }
+        }
+    }
     if let Some(c) = spec.coordinator.as_ref().filter(|c| *c != here) {
         if !td.spec.members.iter().any(|m| &m.name == c) {
             err(
@@ -523,12 +544,15 @@ mod tests {
         let mut fr = round_fixture();
         fr.spec.data.vaults[0].member = Some("clinic".into());
         fr.spec.data.vaults[1].member = Some("nobody".into());
-        fr.spec.data.vaults[2].member = Some("hospital-hq".into());
         let m = messages(&fr);
         assert_eq!(
             m,
-            ["spec.data.vaults[1].member: `nobody` is not a member of TrustDomain hospitals"]
+            [
+                "spec.data.vaults[1].member: `nobody` is not a member of TrustDomain hospitals",
+                "spec.data.vaults[2].member: required in a round across clusters: name the member holding `hospital-c` (`hospital-hq` for this cluster)"
+            ]
         );
+        fr.spec.data.vaults[2].member = Some("hospital-hq".into());
         fr.spec.data.vaults[1].member = Some("clinic".into());
         fr.spec.coordinator = Some("clinic".into());
         assert!(messages(&fr).is_empty(), "{:?}", messages(&fr));

@@ -328,6 +328,79 @@ mod tests {
     }
 
     #[test]
+    fn a_participant_of_a_round_coordinated_elsewhere_trusts_only_the_coordinators_ca() {
+        let fr = round_fixture();
+        let round = Round::new(&fr).unwrap();
+        let ids = identities(&fr);
+        let at = AggregatorAt::Remote {
+            url: "https://203.0.113.7:7443".into(),
+            server_name: "mnist-aggregator.lab.svc".into(),
+            ca_pem: "PEM".into(),
+        };
+        let b = participant(&round, &ids, &fr.spec.data.vaults[1], &at).unwrap();
+        assert_eq!(b.aggregator_url, "https://203.0.113.7:7443");
+        assert_eq!(b.aggregator_server_name, "mnist-aggregator.lab.svc");
+        assert_eq!(b.aggregator_ca.as_deref(), Some("PEM"));
+        let here = participant(&round, &ids, &fr.spec.data.vaults[1], &AggregatorAt::Here).unwrap();
+        assert_eq!(here.aggregator_ca, None);
+    }
+
+    #[test]
+    fn each_cluster_builds_only_its_own_vaults_and_the_aggregator_where_it_coordinates() {
+        let mut fr = round_fixture();
+        // A vault without `member` is local wherever the round is applied:
+        // a round across clusters names every vault's member.
+        fr.spec.data.vaults[0].member = Some("hospital-hq".into());
+        fr.spec.data.vaults[1].member = Some("clinic".into());
+        fr.spec.data.vaults[2].member = Some("hospital-hq".into());
+        fr.spec.coordinator = Some("clinic".into());
+        let at_hq = Round::new(&fr).unwrap().at("hospital-hq");
+        let local: Vec<_> = at_hq.local_vaults().map(|v| v.name.as_str()).collect();
+        assert_eq!(local, ["hospital-a", "hospital-c"]);
+        assert_eq!(at_hq.remote_coordinator(), Some("clinic"));
+        assert!(at_hq.spans_clusters());
+        let planned: Vec<_> = super::super::secrets::planned(&at_hq)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(
+            planned,
+            ["mnist-agent-hospital-a", "mnist-agent-hospital-c"]
+        );
+        let at_clinic = Round::new(&fr).unwrap().at("clinic");
+        assert_eq!(at_clinic.remote_coordinator(), None);
+        let planned: Vec<_> = super::super::secrets::planned(&at_clinic)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(planned, ["mnist-aggregator", "mnist-agent-hospital-b"]);
+        let (maps, jobs) =
+            super::super::participants(&at_clinic, &ids_of(&fr), &AggregatorAt::Here, "img")
+                .unwrap();
+        assert_eq!(maps.len(), 1);
+        assert_eq!(
+            jobs[0].metadata.name.as_deref(),
+            Some("mnist-agent-hospital-b")
+        );
+        let children =
+            super::super::children(&at_clinic, &ids_of(&fr), "img", false, &["CA".into()]).unwrap();
+        assert!(children.external_service.is_some());
+        let config: AggregatorConfig =
+            serde_json::from_str(&children.config_maps[0].data.as_ref().unwrap()[CONFIG_FILE])
+                .unwrap();
+        assert_eq!(config.peer_client_cas, ["CA"]);
+        assert_eq!(
+            config.roster.len(),
+            3,
+            "every vault's participant, wherever it runs"
+        );
+    }
+
+    fn ids_of(fr: &modelpub_crds::FederationRound) -> Identities {
+        identities(fr)
+    }
+
+    #[test]
     fn optional_settings_fall_back_to_node_agent_defaults() {
         let mut fr = round_fixture();
         fr.spec.strategy.type_ = StrategyType::FedAdam;
