@@ -17,6 +17,7 @@
 //! [`crate::rbac::REQUIRED`]; [`ApiServerVerifier::finish`] returns the
 //! grants seen so a test can check that every required grant is exercised.
 
+pub mod link;
 pub mod probe;
 
 use std::collections::BTreeSet;
@@ -39,6 +40,7 @@ use crate::events::Events;
 use crate::rbac::{self, Grant};
 use crate::telemetry::Metrics;
 
+pub use link::FakeLink;
 pub use probe::FakeProbe;
 
 /// How long a test waits for the next request before failing.

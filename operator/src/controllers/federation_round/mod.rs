@@ -653,3 +653,6 @@ async fn cleanup(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod across_clusters_tests;

@@ -19,12 +19,12 @@ use crate::identity::{self, SecretData};
 use crate::rbac::Grant;
 use crate::testing::{self, ApiServerVerifier};
 
-const NS: &str = "lab";
-const FR_PATH: &str = "/apis/modelpub.io/v1alpha1/namespaces/lab/federationrounds/mnist";
-const TD_PATH: &str = "/apis/modelpub.io/v1alpha1/namespaces/lab/trustdomains/hospitals";
-const SECRETS: &str = "/api/v1/namespaces/lab/secrets";
-const CONFIG_MAPS: &str = "/api/v1/namespaces/lab/configmaps";
-const JOBS: &str = "/apis/batch/v1/namespaces/lab/jobs";
+pub(super) const NS: &str = "lab";
+pub(super) const FR_PATH: &str = "/apis/modelpub.io/v1alpha1/namespaces/lab/federationrounds/mnist";
+pub(super) const TD_PATH: &str = "/apis/modelpub.io/v1alpha1/namespaces/lab/trustdomains/hospitals";
+pub(super) const SECRETS: &str = "/api/v1/namespaces/lab/secrets";
+pub(super) const CONFIG_MAPS: &str = "/api/v1/namespaces/lab/configmaps";
+pub(super) const JOBS: &str = "/apis/batch/v1/namespaces/lab/jobs";
 const PODS: &str = "/api/v1/namespaces/lab/pods";
 const VAULTS: [&str; 3] = ["hospital-a", "hospital-b", "hospital-c"];
 const PARTY_SECRETS: [&str; 4] = [
@@ -34,19 +34,19 @@ const PARTY_SECRETS: [&str; 4] = [
     "mnist-agent-hospital-c",
 ];
 
-fn round() -> FederationRound {
+pub(super) fn round() -> FederationRound {
     let mut fr = round_fixture();
     fr.metadata.finalizers = Some(vec![crate::FINALIZER.into()]);
     fr
 }
 
-fn with_status(status: FederationRoundStatus) -> FederationRound {
+pub(super) fn with_status(status: FederationRoundStatus) -> FederationRound {
     let mut fr = round();
     fr.status = Some(status);
     fr
 }
 
-fn trust_domain() -> TrustDomain {
+pub(super) fn trust_domain() -> TrustDomain {
     let mut td: TrustDomain = serde_json::from_value(json!({
         "apiVersion": "modelpub.io/v1alpha1",
         "kind": "TrustDomain",
@@ -67,11 +67,11 @@ fn trust_domain() -> TrustDomain {
     td
 }
 
-fn list(kind: &str, items: Vec<Value>) -> Value {
+pub(super) fn list(kind: &str, items: Vec<Value>) -> Value {
     json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
 }
 
-fn deleted() -> Value {
+pub(super) fn deleted() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})
 }
 
@@ -226,7 +226,7 @@ async fn pods_listed(api: &mut ApiServerVerifier, pods: Vec<Value>) {
     ex.respond(200, &list("PodList", pods));
 }
 
-async fn status_applied(api: &mut ApiServerVerifier) -> FederationRoundStatus {
+pub(super) async fn status_applied(api: &mut ApiServerVerifier) -> FederationRoundStatus {
     let ex = api.expect("PATCH", &format!("{FR_PATH}/status")).await;
     assert!(
         ex.query_has("fieldManager=modelpub-operator"),
