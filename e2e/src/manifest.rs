@@ -7,6 +7,8 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Serialize;
@@ -53,6 +55,8 @@ pub enum Object {
     Role(Role),
     RoleBinding(RoleBinding),
     CustomResourceDefinition(Box<CustomResourceDefinition>),
+    NetworkPolicy(Box<NetworkPolicy>),
+    PodDisruptionBudget(Box<PodDisruptionBudget>),
     /// prometheus-operator's ServiceMonitor: k8s-openapi has no type for
     /// it, so it stays JSON and the suites check its fields by name.
     ServiceMonitor(Value),
@@ -70,6 +74,8 @@ impl Object {
             Object::Role(_) => "Role",
             Object::RoleBinding(_) => "RoleBinding",
             Object::CustomResourceDefinition(_) => "CustomResourceDefinition",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
+            Object::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Object::ServiceMonitor(_) => "ServiceMonitor",
         }
     }
@@ -116,6 +122,8 @@ pub fn decode(index: usize, doc: &Value) -> Result<Object, ManifestError> {
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             Object::CustomResourceDefinition(Box::new(strict(doc)?))
         }
+        ("networking.k8s.io/v1", "NetworkPolicy") => Object::NetworkPolicy(Box::new(strict(doc)?)),
+        ("policy/v1", "PodDisruptionBudget") => Object::PodDisruptionBudget(Box::new(strict(doc)?)),
         ("monitoring.coreos.com/v1", "ServiceMonitor") => Object::ServiceMonitor(doc.clone()),
         _ => {
             return Err(ManifestError::UnknownKind {

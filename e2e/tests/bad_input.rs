@@ -94,6 +94,10 @@ fn unknown_options_values_are_named() {
         &modelpub(&["simulate", "--compression", "gzip", "--out", o]),
         &["gzip", "none, f16, int8"],
     );
+    assert_fails_with(
+        &modelpub(&["simulate", "--fedprox-mu", "0.1", "--out", o]),
+        &["--fedprox-mu", "--strategy fedavg"],
+    );
     assert!(
         !dir.path().join("o").exists(),
         "a refused command made --out"

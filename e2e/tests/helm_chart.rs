@@ -123,6 +123,7 @@ fn default_render_is_the_expected_set_of_strictly_typed_objects() {
             "ClusterRoleBinding",
             "ConfigMap",
             "Deployment",
+            "NetworkPolicy",
             "Role",
             "RoleBinding",
             "Service",
@@ -809,5 +810,126 @@ fn the_federation_endpoint_is_a_load_balancer_on_its_own_port_and_can_be_turned_
     assert_eq!(
         s.spec.as_ref().and_then(|s| s.type_.as_deref()),
         Some("ClusterIP")
+    );
+}
+
+#[test]
+fn images_pin_by_digest_and_tracing_and_extra_env_reach_the_operator() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let objects = render(&[
+        "--set",
+        &format!("operator.image.digest={digest}"),
+        "--set",
+        &format!("nodeAgent.image.digest={digest}"),
+        "--set",
+        "tracing.otlpEndpoint=http://otel-collector.observability:4317",
+        "--set",
+        "operator.extraEnv[0].name=HTTPS_PROXY",
+        "--set",
+        "operator.extraEnv[0].value=http://proxy:3128",
+    ]);
+    let c = operator_container(&deployment(&objects));
+    assert_eq!(
+        c.image.as_deref(),
+        Some(format!("ghcr.io/modelpub/modelpub-operator@{digest}").as_str())
+    );
+    let args = c.args.clone().unwrap_or_default();
+    let at = args.iter().position(|a| a == "--node-agent-image").unwrap();
+    assert_eq!(
+        args[at + 1],
+        format!("ghcr.io/modelpub/modelpub-node-agent@{digest}")
+    );
+    let env = c.env.unwrap_or_default();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+        Some("http://otel-collector.observability:4317")
+    );
+    assert_eq!(value("HTTPS_PROXY").as_deref(), Some("http://proxy:3128"));
+    // A malformed digest is refused by the values schema.
+    let run = helm(&[
+        "template",
+        "x",
+        chart_dir().to_str().unwrap(),
+        "--set",
+        "operator.image.digest=latest",
+    ]);
+    assert!(
+        !run.success,
+        "a digest that is not sha256:<hex> must be refused"
+    );
+    // Without a digest: the tag, and no OTLP variable.
+    let c = operator_container(&deployment(&render(&[])));
+    assert!(c.image.as_deref().unwrap().ends_with(":0.1.0"));
+    assert!(
+        !c.env
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+    );
+}
+
+#[test]
+fn the_operator_pod_admits_only_metrics_and_federation_traffic_and_can_have_a_pdb() {
+    let objects = render(&[]);
+    assert!(
+        of_kind(&objects, "PodDisruptionBudget").is_empty(),
+        "off by default"
+    );
+    let Object::NetworkPolicy(np) = &only(&objects, "NetworkPolicy").object else {
+        unreachable!()
+    };
+    let spec = np.spec.clone().unwrap();
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string()][..])
+    );
+    let rules = spec.ingress.unwrap();
+    let ports: Vec<String> = rules
+        .iter()
+        .map(|r| match &r.ports.as_ref().unwrap()[0].port {
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ports, ["metrics", "federation"]);
+    assert!(
+        rules[1].from.is_none(),
+        "the federation port admits any source"
+    );
+    let selector = spec.pod_selector.unwrap().match_labels.unwrap_or_default();
+    let d = only(&objects, "Deployment");
+    let pod_labels = manifest::labels(&d.json, "/spec/template/metadata/labels");
+    for (k, v) in &selector {
+        assert_eq!(
+            pod_labels.get(k).and_then(Value::as_str),
+            Some(v.as_str()),
+            "the policy selects the operator pod"
+        );
+    }
+    let without = render(&[
+        "--set",
+        "networkPolicy.enabled=false",
+        "--set",
+        "federation.enabled=false",
+    ]);
+    assert!(of_kind(&without, "NetworkPolicy").is_empty());
+    let with_pdb = render(&[
+        "--set",
+        "podDisruptionBudget.enabled=true",
+        "--set",
+        "operator.replicas=2",
+    ]);
+    let Object::PodDisruptionBudget(pdb) = &only(&with_pdb, "PodDisruptionBudget").object else {
+        unreachable!()
+    };
+    let spec = pdb.spec.clone().unwrap();
+    assert_eq!(
+        spec.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
     );
 }

@@ -54,10 +54,19 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* repository@digest when a digest is given, else repository:tag. */}}
+{{- define "modelpub.image" -}}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (default .appVersion .tag) }}
+{{- end }}
+{{- end }}
+
 {{- define "modelpub.operatorImage" -}}
-{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
+{{- include "modelpub.image" (merge (dict "appVersion" .Chart.AppVersion) .Values.operator.image) }}
 {{- end }}
 
 {{- define "modelpub.nodeAgentImage" -}}
-{{- printf "%s:%s" .Values.nodeAgent.image.repository (default .Chart.AppVersion .Values.nodeAgent.image.tag) }}
+{{- include "modelpub.image" (merge (dict "appVersion" .Chart.AppVersion) .Values.nodeAgent.image) }}
 {{- end }}

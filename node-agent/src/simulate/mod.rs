@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{
-    Fault, FaultStage, PrivacySettings, SecureSettings, StrategyConfig, TrainingSettings, read_json,
+    Fault, FaultStage, PrivacySettings, SecureSettings, TrainingSettings, read_json,
 };
 use crate::data::{self, Dataset, Partition};
 use crate::model::ModelConfig;
@@ -43,7 +43,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
         Some(p) => p.parse()?,
         None => source.default_partition(),
     };
-    let strategy = StrategyConfig::parse(opts.strategy.as_str()).map_err(anyhow::Error::msg)?;
+    let strategy = opts.strategy_config()?;
     let data_dir = match source {
         DataSource::Digits | DataSource::Shakespeare => find_data_dir(opts.data_dir.as_deref())?,
         _ => std::path::PathBuf::new(),

@@ -31,6 +31,23 @@ pub struct SimulateOptions {
     /// How the aggregator combines updates.
     #[arg(long, value_enum, default_value_t = StrategyName::Fedavg)]
     pub strategy: StrategyName,
+    /// FedProx: weight of the proximal term (default 0.01; only with
+    /// --strategy fedprox).
+    #[arg(long, value_name = "MU")]
+    pub fedprox_mu: Option<f64>,
+    /// FedAdam: the server's learning rate (default 0.03; only with
+    /// --strategy fedadam).
+    #[arg(long, value_name = "RATE")]
+    pub fedadam_server_learning_rate: Option<f64>,
+    /// FedAdam: first-moment decay (default 0.9).
+    #[arg(long, value_name = "BETA1")]
+    pub fedadam_beta1: Option<f64>,
+    /// FedAdam: second-moment decay (default 0.99).
+    #[arg(long, value_name = "BETA2")]
+    pub fedadam_beta2: Option<f64>,
+    /// FedAdam: adaptivity, added to the root of the second moment (default 0.001).
+    #[arg(long, value_name = "TAU")]
+    pub fedadam_tau: Option<f64>,
     /// Local epochs per round (default depends on the data set).
     #[arg(long)]
     pub local_epochs: Option<u32>,
@@ -153,6 +170,76 @@ impl CompressionName {
 }
 
 impl SimulateOptions {
+    /// The strategy with its knobs: the flags given, the node-agent's
+    /// defaults for the rest. A knob of another strategy is an error, as
+    /// the FederationRound CRD refuses `mu` without `fedprox`.
+    pub fn strategy_config(&self) -> anyhow::Result<crate::config::StrategyConfig> {
+        use crate::config::StrategyConfig;
+        let fedadam_flags = [
+            (
+                "--fedadam-server-learning-rate",
+                self.fedadam_server_learning_rate,
+            ),
+            ("--fedadam-beta1", self.fedadam_beta1),
+            ("--fedadam-beta2", self.fedadam_beta2),
+            ("--fedadam-tau", self.fedadam_tau),
+        ];
+        let mut others: Vec<&str> = Vec::new();
+        if self.strategy != StrategyName::Fedprox && self.fedprox_mu.is_some() {
+            others.push("--fedprox-mu");
+        }
+        if self.strategy != StrategyName::Fedadam {
+            others.extend(
+                fedadam_flags
+                    .iter()
+                    .filter(|(_, v)| v.is_some())
+                    .map(|(f, _)| *f),
+            );
+        }
+        if !others.is_empty() {
+            bail!(
+                "{} apply to another strategy than --strategy {}",
+                others.join(", "),
+                self.strategy.as_str()
+            );
+        }
+        let positive = |flag: &str, v: f64| -> anyhow::Result<f64> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(v)
+            } else {
+                bail!("{flag} must be a finite number at least 0, got {v}")
+            }
+        };
+        let (lr, b1, b2, tau) = StrategyConfig::DEFAULT_FEDADAM;
+        Ok(match self.strategy {
+            StrategyName::Fedavg => StrategyConfig::FedAvg,
+            StrategyName::Fedprox => StrategyConfig::FedProx {
+                mu: positive(
+                    "--fedprox-mu",
+                    self.fedprox_mu.unwrap_or(StrategyConfig::DEFAULT_MU),
+                )?,
+            },
+            StrategyName::Fedadam => {
+                let beta = |flag: &str, v: f64| -> anyhow::Result<f64> {
+                    if (0.0..1.0).contains(&v) {
+                        Ok(v)
+                    } else {
+                        bail!("{flag} must be at least 0 and below 1, got {v}")
+                    }
+                };
+                StrategyConfig::FedAdam {
+                    server_learning_rate: positive(
+                        "--fedadam-server-learning-rate",
+                        self.fedadam_server_learning_rate.unwrap_or(lr),
+                    )?,
+                    beta1: beta("--fedadam-beta1", self.fedadam_beta1.unwrap_or(b1))?,
+                    beta2: beta("--fedadam-beta2", self.fedadam_beta2.unwrap_or(b2))?,
+                    tau: positive("--fedadam-tau", self.fedadam_tau.unwrap_or(tau))?,
+                }
+            }
+        })
+    }
+
     /// `--names`, checked (one per institution, distinct DNS labels, none
     /// of the output folder's own), or inst-0, inst-1, ...
     pub fn institution_names(&self) -> anyhow::Result<Vec<String>> {
@@ -309,6 +396,55 @@ mod tests {
         );
         let err = DataSource::parse("mnist").unwrap_err().to_string();
         assert!(err.contains("mnist"), "{err}");
+    }
+
+    #[test]
+    fn strategy_knobs_are_taken_checked_and_refused_for_another_strategy() {
+        use crate::config::StrategyConfig;
+        let c = options(&["--strategy", "fedprox", "--fedprox-mu", "0.5"])
+            .strategy_config()
+            .unwrap();
+        assert_eq!(c, StrategyConfig::FedProx { mu: 0.5 });
+        let c = options(&["--strategy", "fedadam", "--fedadam-beta1", "0.5"])
+            .strategy_config()
+            .unwrap();
+        assert_eq!(
+            c,
+            StrategyConfig::FedAdam {
+                server_learning_rate: 0.03,
+                beta1: 0.5,
+                beta2: 0.99,
+                tau: 1e-3
+            }
+        );
+        assert_eq!(
+            options(&[]).strategy_config().unwrap(),
+            StrategyConfig::FedAvg
+        );
+        let e = options(&["--fedprox-mu", "0.5", "--fedadam-tau", "0.1"])
+            .strategy_config()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--fedprox-mu, --fedadam-tau apply to another strategy than --strategy fedavg"
+        );
+        let e = options(&["--strategy", "fedadam", "--fedadam-beta2", "1"])
+            .strategy_config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--fedadam-beta2 must be at least 0 and below 1"),
+            "{e}"
+        );
+        let e = options(&["--strategy", "fedprox", "--fedprox-mu=-1"])
+            .strategy_config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--fedprox-mu must be a finite number at least 0"),
+            "{e}"
+        );
     }
 
     fn options(args: &[&str]) -> SimulateOptions {
