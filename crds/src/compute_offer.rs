@@ -49,7 +49,9 @@ pub struct ComputeOfferSpec {
     pub limits: OfferLimits,
     /// The kinds of workload borrowers may run.
     #[serde(default = "default_workloads")]
-    #[schemars(length(min = 1))]
+    // A set of WorkloadKind values: bounded for the API server's cost
+    // estimates, with room for kinds to come.
+    #[schemars(length(min = 1, max = 8))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub allowed_workloads: Vec<WorkloadKind>,
 }

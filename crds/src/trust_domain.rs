@@ -218,8 +218,10 @@ pub struct TrustDomainStatus {
     /// Name of the Secret holding our private identity key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_secret_name: Option<String>,
-    /// Reachability of each member, from the operator's last probe.
+    /// Reachability of each member, from the operator's last probe (one
+    /// per `spec.members` entry, so at most 256).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub members: Vec<MemberStatus>,
     /// The clients the federation endpoint refused most recently (at most

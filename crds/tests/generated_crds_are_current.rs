@@ -94,3 +94,53 @@ fn every_field_has_a_description() {
         "fields without a description: {missing:?}"
     );
 }
+
+/// Every list in every schema has `maxItems`: an unbounded list lets one
+/// object grow towards etcd's size limit, and the API server cannot
+/// estimate the cost of CEL rules over it.
+#[test]
+fn every_list_is_bounded() {
+    fn walk(node: &serde_json::Value, path: &str, unbounded: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if map.get("type").and_then(|t| t.as_str()) == Some("array")
+                    && !map.contains_key("maxItems")
+                {
+                    unbounded.push(path.to_string());
+                }
+                for (k, v) in map {
+                    let next = if k == "properties" || k == "items" {
+                        path.to_string()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(v, &next, unbounded);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for v in items {
+                    walk(v, path, unbounded);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut unbounded = Vec::new();
+    for (names, definition) in crd::all() {
+        for version in &definition.spec.versions {
+            let schema = serde_json::to_value(
+                version
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref())
+                    .expect("a schema"),
+            )
+            .unwrap();
+            walk(&schema, names.kind, &mut unbounded);
+        }
+    }
+    assert!(
+        unbounded.is_empty(),
+        "lists without maxItems: {unbounded:?}"
+    );
+}
