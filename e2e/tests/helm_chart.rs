@@ -933,3 +933,35 @@ fn the_operator_pod_admits_only_metrics_and_federation_traffic_and_can_have_a_pd
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
     );
 }
+
+#[test]
+fn notes_warn_that_the_default_images_are_not_published() {
+    let notes = |extra: &[&str]| {
+        let chart = chart_dir();
+        let mut args = vec![
+            "install",
+            "--dry-run=client",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "-n",
+            NAMESPACE,
+        ];
+        args.extend_from_slice(extra);
+        let run = helm(&args);
+        assert!(run.success, "helm install --dry-run: {}", run.stderr);
+        run.stdout
+            .split_once("NOTES:")
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_default()
+    };
+    let default = notes(&[]);
+    assert!(default.contains("ImagePullBackOff"), "{default}");
+    assert!(default.contains("federation"), "{default}");
+    let own = notes(&[
+        "--set",
+        "operator.image.repository=registry.example/modelpub-operator",
+        "--set",
+        "nodeAgent.image.repository=registry.example/modelpub-node-agent",
+    ]);
+    assert!(!own.contains("ImagePullBackOff"), "{own}");
+}
