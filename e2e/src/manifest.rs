@@ -60,6 +60,8 @@ pub enum Object {
     /// prometheus-operator's ServiceMonitor: k8s-openapi has no type for
     /// it, so it stays JSON and the suites check its fields by name.
     ServiceMonitor(Value),
+    /// prometheus-operator's PodMonitor, likewise kept as JSON.
+    PodMonitor(Value),
 }
 
 impl Object {
@@ -77,6 +79,7 @@ impl Object {
             Object::NetworkPolicy(_) => "NetworkPolicy",
             Object::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Object::ServiceMonitor(_) => "ServiceMonitor",
+            Object::PodMonitor(_) => "PodMonitor",
         }
     }
 }
@@ -125,6 +128,7 @@ pub fn decode(index: usize, doc: &Value) -> Result<Object, ManifestError> {
         ("networking.k8s.io/v1", "NetworkPolicy") => Object::NetworkPolicy(Box::new(strict(doc)?)),
         ("policy/v1", "PodDisruptionBudget") => Object::PodDisruptionBudget(Box::new(strict(doc)?)),
         ("monitoring.coreos.com/v1", "ServiceMonitor") => Object::ServiceMonitor(doc.clone()),
+        ("monitoring.coreos.com/v1", "PodMonitor") => Object::PodMonitor(doc.clone()),
         _ => {
             return Err(ManifestError::UnknownKind {
                 api_version: api_version.to_string(),

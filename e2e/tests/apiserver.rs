@@ -86,6 +86,30 @@ async fn namespace(client: &kube::Client, name: &str) {
     assert_eq!(code, 201, "{body}");
 }
 
+/// Every namespace carries `kubernetes.io/metadata.name` with its own
+/// name, which a client cannot change or remove (round NetworkPolicies
+/// select namespaces by it).
+/// https://kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/#automatic-labelling
+#[tokio::test]
+async fn namespaces_are_labelled_with_their_name() {
+    let (_server, client) = start().await;
+    namespace(&client, "research").await;
+    let path = "/api/v1/namespaces/research";
+    let (_, ns) = call(&client, "GET", path, JSON, None).await;
+    assert_eq!(
+        ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "research"
+    );
+    let mut changed = ns.clone();
+    changed["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": "other", "team": "a"});
+    let (code, after) = call(&client, "PUT", path, JSON, Some(changed)).await;
+    assert_eq!(code, 200, "{after}");
+    assert_eq!(
+        after["metadata"]["labels"],
+        json!({"kubernetes.io/metadata.name": "research", "team": "a"})
+    );
+}
+
 fn configmap(name: &str, labels: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
 }
@@ -1273,9 +1297,26 @@ async fn kubectl_apply_get_describe_delete() {
 
 /// The chart's RBAC, installed as helm would, authorizes the operator's
 /// ServiceAccount for exactly its recorded requests (and the admission
-/// checks on blockOwnerDeletion), and nothing else.
+/// checks on blockOwnerDeletion), and nothing else. In the default,
+/// namespaced mode that means nothing outside the watched namespaces: a
+/// Secret elsewhere is a 403 for the operator's token.
 #[tokio::test]
 async fn chart_rbac_authorizes_the_operator_service_account() {
+    chart_rbac_authorizes(&["--set", "watchNamespaces={modelpub}"], Mode::Namespaced).await;
+}
+
+#[tokio::test]
+async fn cluster_wide_chart_rbac_authorizes_the_operator_service_account() {
+    chart_rbac_authorizes(&["--set", "rbac.clusterWide=true"], Mode::ClusterWide).await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Namespaced,
+    ClusterWide,
+}
+
+async fn chart_rbac_authorizes(values: &[&str], mode: Mode) {
     use modelpub_e2e::apiserver::{auth::User, rbac};
     use modelpub_operator::rbac::{Scope, chart_grants};
 
@@ -1283,7 +1324,8 @@ async fn chart_rbac_authorizes_the_operator_service_account() {
     install_chart_crds(&admin).await;
     namespace(&admin, "modelpub-system").await;
     namespace(&admin, "modelpub").await;
-    let rendered = modelpub_e2e::helm::template("mp", "modelpub-system", &[]);
+    namespace(&admin, "elsewhere").await;
+    let rendered = modelpub_e2e::helm::template("mp", "modelpub-system", values);
     let created = install::create_all(&admin, &rendered).await.unwrap();
     assert!(created.len() >= 6, "{created:?}");
     let user = User {
@@ -1295,9 +1337,10 @@ async fn chart_rbac_authorizes_the_operator_service_account() {
         ],
     };
     for (scope, grant) in chart_grants() {
-        let namespace = match scope {
-            Scope::Cluster => None,
-            Scope::LeaseNamespace => Some("modelpub-system"),
+        let namespace = match (scope, mode) {
+            (Scope::Watched, Mode::Namespaced) => Some("modelpub"),
+            (Scope::Watched, Mode::ClusterWide) | (Scope::ClusterScoped, _) => None,
+            (Scope::LeaseNamespace, _) => Some("modelpub-system"),
         };
         let (resource, subresource) = match grant.resource.split_once('/') {
             Some((r, s)) => (r, Some(s)),
@@ -1316,11 +1359,28 @@ async fn chart_rbac_authorizes_the_operator_service_account() {
             "the chart does not grant {grant}"
         );
     }
-    let sa = server
-        .client(&server.service_account_token("modelpub-system", "mp-modelpub-operator"))
-        .await
-        .unwrap();
-    let (code, _) = call(
+    // The token as `kubectl create token` gets it: a TokenRequest.
+    let (code, answer) = call(
+        &admin,
+        "POST",
+        "/api/v1/namespaces/modelpub-system/serviceaccounts/mp-modelpub-operator/token",
+        JSON,
+        Some(json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    let token = answer["status"]["token"].as_str().unwrap();
+    let sa = server.client(token).await.unwrap();
+    let (code, body) = call(
+        &sa,
+        "POST",
+        "/api/v1/namespaces/modelpub-system/serviceaccounts/mp-modelpub-operator/token",
+        JSON,
+        Some(json!({"spec": {}})),
+    )
+    .await;
+    assert_eq!(code, 403, "the operator cannot mint tokens: {body}");
+    let (code, body) = call(
         &sa,
         "GET",
         "/apis/modelpub.io/v1alpha1/trustdomains",
@@ -1328,7 +1388,27 @@ async fn chart_rbac_authorizes_the_operator_service_account() {
         None,
     )
     .await;
-    assert_eq!(code, 200);
+    let outside = [
+        "/api/v1/secrets",
+        "/api/v1/namespaces/elsewhere/secrets",
+        "/api/v1/namespaces/elsewhere/secrets/any",
+        "/apis/modelpub.io/v1alpha1/namespaces/elsewhere/trustdomains",
+    ];
+    match mode {
+        Mode::ClusterWide => assert_eq!(code, 200, "{body}"),
+        Mode::Namespaced => {
+            assert_eq!(code, 403, "a cluster-wide list needs a ClusterRole: {body}");
+            for path in outside {
+                let (code, body) = call(&sa, "GET", path, JSON, None).await;
+                assert_eq!(code, 403, "{path} outside the watched namespaces: {body}");
+            }
+            let (_, body) = call(&sa, "GET", outside[1], JSON, None).await;
+            assert_eq!(
+                body["message"],
+                "secrets is forbidden: User \"system:serviceaccount:modelpub-system:mp-modelpub-operator\" cannot list resource \"secrets\" in API group \"\" in the namespace \"elsewhere\""
+            );
+        }
+    }
     let (code, body) = call(
         &sa,
         "GET",
@@ -1480,6 +1560,98 @@ async fn server_side_apply_on_status() {
     assert_eq!(again.data["status"]["identityFingerprint"], "SHA256:aa");
 }
 
+/// `status.conditions` is `x-kubernetes-list-type: map` keyed by `type`:
+/// the real server merges applied conditions by type, so a manager that
+/// applies its own condition leaves another manager's alone, and a value
+/// another manager owns is a conflict on that item's field.
+/// https://kubernetes.io/docs/reference/using-api/server-side-apply/#merge-strategy
+#[tokio::test]
+async fn server_side_apply_merges_conditions_by_type() {
+    let (_server, client) = start().await;
+    install_chart_crds(&client).await;
+    namespace(&client, "modelpub").await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("modelpub.io", "v1alpha1", "TrustDomain"),
+        "trustdomains",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "modelpub", &ar);
+    let td: DynamicObject = serde_json::from_value(trust_domain()).unwrap();
+    api.patch(
+        "cardio-research",
+        &PatchParams::apply("user"),
+        &Patch::Apply(&td),
+    )
+    .await
+    .unwrap();
+    let condition = |kind: &str, status: &str| {
+        json!({"apiVersion": "modelpub.io/v1alpha1", "kind": "TrustDomain",
+            "status": {"conditions": [{"type": kind, "status": status, "reason": "Checked",
+                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    };
+    let types = |o: &DynamicObject| -> Vec<(String, String)> {
+        o.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap().into(),
+                    c["status"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let apply_as = |manager: &'static str, body: Value| {
+        let api = api.clone();
+        async move {
+            api.patch_status(
+                "cardio-research",
+                &PatchParams::apply(manager),
+                &Patch::Apply(&body),
+            )
+            .await
+        }
+    };
+    apply_as("modelpub-operator", condition("Ready", "True"))
+        .await
+        .unwrap();
+    let both = apply_as("auditor", condition("Audited", "True"))
+        .await
+        .unwrap();
+    assert_eq!(
+        types(&both),
+        [
+            ("Ready".into(), "True".into()),
+            ("Audited".into(), "True".into())
+        ]
+    );
+    let flipped = apply_as("modelpub-operator", condition("Ready", "False"))
+        .await
+        .unwrap();
+    assert_eq!(
+        types(&flipped),
+        [
+            ("Ready".into(), "False".into()),
+            ("Audited".into(), "True".into())
+        ],
+        "the operator's apply must not clobber the auditor's condition"
+    );
+    let err = apply_as("auditor", condition("Ready", "True"))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected a 409, got {err:?}")
+    };
+    assert_eq!(status.code, 409);
+    assert!(
+        status.message.contains(
+            r#"conflict with "modelpub-operator": .status.conditions[type="Ready"].status"#
+        ),
+        "{}",
+        status.message
+    );
+}
+
 /// `modelpub-operator` next to the test executable (built by `cargo build
 /// --workspace --bins`, as scripts/test.sh does), or `$MODELPUB_OPERATOR_BIN`.
 fn operator_bin() -> PathBuf {
@@ -1511,12 +1683,31 @@ async fn the_operator_reconciles_with_only_the_charts_rbac() {
     install_chart_crds(&admin).await;
     namespace(&admin, "modelpub-system").await;
     namespace(&admin, "modelpub").await;
-    let rendered = modelpub_e2e::helm::template("mp", "modelpub-system", &[]);
-    // The operator runs here as a process, not as the chart's Deployment.
+    // The default, namespaced RBAC, for the namespace the resources are in.
+    let rendered = modelpub_e2e::helm::template(
+        "mp",
+        "modelpub-system",
+        &["--set", "watchNamespaces={modelpub}"],
+    );
+    // The operator runs here as a process, not as the chart's Deployment,
+    // with the Deployment's --watch-namespaces.
     let docs: Vec<Value> = modelpub_e2e::manifest::parse_documents(&rendered).unwrap();
     for doc in docs.iter().filter(|d| d["kind"] != "Deployment") {
         install::create(&admin, doc).await.unwrap();
     }
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| *a == "--watch-namespaces")
+        .unwrap();
+    let watched = args[at + 1].to_string();
+    assert_eq!(watched, "modelpub");
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let token = server.service_account_token("modelpub-system", "mp-modelpub-operator");
@@ -1527,6 +1718,8 @@ async fn the_operator_reconciles_with_only_the_charts_rbac() {
             "127.0.0.1:0",
             "--lease-namespace",
             "modelpub-system",
+            "--watch-namespaces",
+            &watched,
         ])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")

@@ -149,6 +149,7 @@ async fn operator_runs_as_its_service_account(cluster: &Cluster, pod: &Pod) -> a
         "the operator pod runs as {:?}, not the chart's ServiceAccount modelpub-operator",
         spec.service_account_name
     );
+    operator_token_stays_in_its_namespace(cluster)?;
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), NS);
     let name = pod.name_any();
     eventually(
@@ -172,6 +173,55 @@ async fn operator_runs_as_its_service_account(cluster: &Cluster, pod: &Pod) -> a
         },
     )
     .await
+}
+
+/// The default install is namespaced: with the operator's own token (as
+/// `kubectl create token` mints it) Secrets of the release namespace are
+/// readable, a Secret in any other namespace, and Secrets cluster-wide,
+/// are forbidden.
+fn operator_token_stays_in_its_namespace(cluster: &Cluster) -> anyhow::Result<()> {
+    let kubectl = |args: &[&str]| cluster.tools.kubectl(args);
+    let token = kubectl(&["create", "token", "modelpub-operator", "-n", NS])
+        .ok()?
+        .trim()
+        .to_string();
+    ensure!(!token.is_empty(), "kubectl create token printed nothing");
+    let as_operator = format!("--token={token}");
+    cluster
+        .tools
+        .kubectl_with_input(
+            &["apply", "-f", "-"],
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: not-watched\n",
+        )
+        .ok()?;
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "unrelated",
+        "-n",
+        "not-watched",
+        "--from-literal=k=v",
+    ])
+    .ok()?;
+    kubectl(&[&as_operator, "get", "secrets", "-n", NS]).ok()?;
+    for args in [
+        &["get", "secret", "unrelated", "-n", "not-watched"][..],
+        &["get", "secrets", "--all-namespaces"][..],
+    ] {
+        let mut full = vec![as_operator.as_str()];
+        full.extend_from_slice(args);
+        let run = kubectl(&full);
+        ensure!(
+            !run.success && run.stderr.to_lowercase().contains("forbidden"),
+            "`kubectl {}` as the operator should be forbidden: {}{}",
+            args.join(" "),
+            run.stdout,
+            run.stderr
+        );
+    }
+    kubectl(&["delete", "namespace", "not-watched", "--wait=false"]).ok()?;
+    Ok(())
 }
 
 // ----- step 4: the example round -----------------------------------------

@@ -12,7 +12,7 @@ use modelpub_e2e::helm::{chart_dir, helm, repo_root, template};
 use modelpub_e2e::manifest::{self, ManifestError, Object, Rendered};
 use modelpub_e2e::rbac::{self, Grant};
 use modelpub_operator::rbac::{Scope, chart_grants};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const RELEASE: &str = "mp";
 const NAMESPACE: &str = "modelpub-system";
@@ -125,6 +125,8 @@ fn default_render_is_the_expected_set_of_strictly_typed_objects() {
             "Deployment",
             "NetworkPolicy",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "Service",
             "Service",
@@ -322,6 +324,10 @@ fn operator_runs_with_the_agreed_flags_probes_and_images() {
             "ghcr.io/modelpub/modelpub-node-agent:0.1.0",
             "--federation-listen",
             "0.0.0.0:7450",
+            "--watch-namespaces",
+            NAMESPACE,
+            "--metrics-from-namespaces",
+            NAMESPACE,
             "--lease-namespace",
             "$(POD_NAMESPACE)",
         ]
@@ -463,62 +469,294 @@ fn check_labels(what: &str, labels: &serde_json::Map<String, Value>) {
     }
 }
 
-#[test]
-fn cluster_role_grants_exactly_the_recorded_requests() {
-    let objects = render(&[]);
-    let Object::ClusterRole(role) = &only(&objects, "ClusterRole").object else {
-        unreachable!("only() returned the ClusterRole")
-    };
-    let got = grants_of(role.rules.as_deref());
-    assert_same_grants("ClusterRole", &got, &expected_grants(Scope::Cluster));
-    assert!(role.aggregation_rule.is_none());
+/// The Role (or RoleBinding) of `kind` named `name` in `namespace`.
+fn in_namespace<'a>(
+    objects: &'a [Rendered],
+    kind: &str,
+    name: &str,
+    namespace: &str,
+) -> &'a Rendered {
+    let found: Vec<&Rendered> = of_kind(objects, kind)
+        .into_iter()
+        .filter(|o| {
+            o.json.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+                && o.json
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    == Some(namespace)
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => one,
+        many => panic!(
+            "expected one {kind} {namespace}/{name}, found {}",
+            many.len()
+        ),
+    }
+}
 
-    let Object::Role(lease_role) = &only(&objects, "Role").object else {
-        unreachable!("only() returned the Role")
+fn role_grants(o: &Rendered) -> BTreeSet<Grant> {
+    match &o.object {
+        Object::ClusterRole(r) => grants_of(r.rules.as_deref()),
+        Object::Role(r) => grants_of(r.rules.as_deref()),
+        _ => panic!("{} is not a role", o.object.kind()),
+    }
+}
+
+fn binds_the_operator(o: &Rendered, role_kind: &str, role_name: &str) {
+    let (role_ref, subjects) = match &o.object {
+        Object::ClusterRoleBinding(b) => (&b.role_ref, &b.subjects),
+        Object::RoleBinding(b) => (&b.role_ref, &b.subjects),
+        _ => panic!("{} is not a binding", o.object.kind()),
     };
-    let got = grants_of(lease_role.rules.as_deref());
+    assert_eq!(role_ref.kind, role_kind);
+    assert_eq!(role_ref.name, role_name);
+    let subjects = subjects.as_deref().unwrap_or_default();
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(subjects[0].name, OPERATOR);
+    assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
+}
+
+fn watch_flag(objects: &[Rendered]) -> Option<String> {
+    let args = operator_container(&deployment(objects))
+        .args
+        .unwrap_or_default();
+    let at = args.iter().position(|a| a == "--watch-namespaces")?;
+    args.get(at + 1).cloned()
+}
+
+/// The name every RBAC object of the operator has (release `RELEASE`).
+const OPERATOR: &str = "mp-modelpub-operator";
+
+fn lease_role_is_alone_in_the_release_namespace(objects: &[Rendered]) {
+    let lease = format!("{OPERATOR}-leader-election");
+    let role = in_namespace(objects, "Role", &lease, NAMESPACE);
     assert_same_grants(
         "leader-election Role",
-        &got,
+        &role_grants(role),
         &expected_grants(Scope::LeaseNamespace),
     );
+    binds_the_operator(
+        in_namespace(objects, "RoleBinding", &lease, NAMESPACE),
+        "Role",
+        &lease,
+    );
+}
 
-    let sa = only(&objects, "ServiceAccount");
-    let sa_name = sa
-        .json
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .expect("SA name");
-    let Object::ClusterRoleBinding(crb) = &only(&objects, "ClusterRoleBinding").object else {
-        unreachable!()
-    };
-    assert_eq!(crb.role_ref.kind, "ClusterRole");
-    assert_eq!(Some(&crb.role_ref.name), role.metadata.name.as_ref());
-    let Object::RoleBinding(rb) = &only(&objects, "RoleBinding").object else {
-        unreachable!()
-    };
-    assert_eq!(rb.role_ref.kind, "Role");
-    assert_eq!(Some(&rb.role_ref.name), lease_role.metadata.name.as_ref());
-    for subjects in [&crb.subjects, &rb.subjects] {
-        let subjects = subjects.as_deref().unwrap_or_default();
-        assert_eq!(subjects.len(), 1, "{subjects:?}");
-        assert_eq!(subjects[0].kind, "ServiceAccount");
-        assert_eq!(subjects[0].name, sa_name);
-        assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
-    }
+/// The default install is namespaced: the ClusterRole holds only what a
+/// Role cannot grant (nodes), the release namespace gets a Role with every
+/// namespaced request, and the operator watches that namespace only.
+#[test]
+fn default_rbac_is_namespaced_to_the_release_namespace() {
+    let objects = render(&[]);
+    let cluster_role = only(&objects, "ClusterRole");
+    assert_same_grants(
+        "ClusterRole",
+        &role_grants(cluster_role),
+        &expected_grants(Scope::ClusterScoped),
+    );
+    binds_the_operator(
+        only(&objects, "ClusterRoleBinding"),
+        "ClusterRole",
+        OPERATOR,
+    );
+    let role = in_namespace(&objects, "Role", OPERATOR, NAMESPACE);
+    assert_same_grants(
+        "watched-namespace Role",
+        &role_grants(role),
+        &expected_grants(Scope::Watched),
+    );
+    binds_the_operator(
+        in_namespace(&objects, "RoleBinding", OPERATOR, NAMESPACE),
+        "Role",
+        OPERATOR,
+    );
+    lease_role_is_alone_in_the_release_namespace(&objects);
+    assert_eq!(watch_flag(&objects).as_deref(), Some(NAMESPACE));
     let d = deployment(&objects);
     let pod = d.spec.and_then(|s| s.template.spec).expect("pod spec");
-    assert_eq!(pod.service_account_name.as_deref(), Some(sa_name));
+    assert_eq!(pod.service_account_name.as_deref(), Some(OPERATOR));
+}
+
+/// `watchNamespaces` renders a Role and RoleBinding in each namespace
+/// (binding the ServiceAccount of the release namespace) and passes the
+/// same list to the operator.
+#[test]
+fn watch_namespaces_get_a_role_each() {
+    let objects = render(&["--set", "watchNamespaces={research,clinic}"]);
+    for ns in ["research", "clinic"] {
+        let role = in_namespace(&objects, "Role", OPERATOR, ns);
+        assert_same_grants(
+            &format!("Role in {ns}"),
+            &role_grants(role),
+            &expected_grants(Scope::Watched),
+        );
+        binds_the_operator(
+            in_namespace(&objects, "RoleBinding", OPERATOR, ns),
+            "Role",
+            OPERATOR,
+        );
+    }
+    assert!(
+        of_kind(&objects, "Role").iter().all(|r| {
+            r.json
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                != Some(NAMESPACE)
+                || r.json.pointer("/metadata/name").and_then(Value::as_str) != Some(OPERATOR)
+        }),
+        "the release namespace is not watched unless listed"
+    );
+    assert_eq!(watch_flag(&objects).as_deref(), Some("research,clinic"));
+    let bad = helm(&[
+        "template",
+        RELEASE,
+        chart_dir().to_str().unwrap(),
+        "--set",
+        "watchNamespaces={Research}",
+    ]);
+    assert!(!bad.success);
+    assert!(bad.stderr.contains("watchNamespaces/0"), "{}", bad.stderr);
+}
+
+/// `rbac.clusterWide` is the explicit opt-in to every namespace: one
+/// ClusterRole with every request, no per-namespace Roles, no
+/// `--watch-namespaces`.
+#[test]
+fn cluster_wide_rbac_is_one_cluster_role() {
+    let objects = render(&["--set", "rbac.clusterWide=true"]);
+    let mut all = expected_grants(Scope::Watched);
+    all.extend(expected_grants(Scope::ClusterScoped));
+    assert_same_grants(
+        "ClusterRole",
+        &role_grants(only(&objects, "ClusterRole")),
+        &all,
+    );
+    binds_the_operator(
+        only(&objects, "ClusterRoleBinding"),
+        "ClusterRole",
+        OPERATOR,
+    );
+    lease_role_is_alone_in_the_release_namespace(&objects);
+    assert_eq!(
+        of_kind(&objects, "Role").len(),
+        1,
+        "only the leader-election Role"
+    );
+    assert_eq!(watch_flag(&objects), None);
 }
 
 #[test]
 fn without_leader_election_there_is_no_lease_access_or_flag() {
     let objects = render(&["--set", "leaderElection.enabled=false"]);
-    assert!(of_kind(&objects, "Role").is_empty() && of_kind(&objects, "RoleBinding").is_empty());
+    let lease = format!("{OPERATOR}-leader-election");
+    for kind in ["Role", "RoleBinding"] {
+        assert!(
+            of_kind(&objects, kind).iter().all(|o| o
+                .json
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                != Some(&lease)),
+            "no leader-election {kind}"
+        );
+    }
     let args = operator_container(&deployment(&objects))
         .args
         .unwrap_or_default();
     assert!(!args.iter().any(|a| a == "--lease-namespace"), "{args:?}");
+}
+
+/// The PodMonitor selects exactly what the operator builds for a round:
+/// pods labelled managed-by the operator with the aggregator or node-agent
+/// component, on the container port both name `metrics`; in the watched
+/// namespaces, or every namespace when cluster-wide.
+/// Each round's NetworkPolicy admits its metrics port from the release
+/// namespace (the operator reads /status) and Prometheus's namespaces, or
+/// from every namespace when the restriction is turned off.
+#[test]
+fn round_metrics_are_open_to_the_release_and_prometheus_namespaces() {
+    let flag = |objects: &[Rendered]| {
+        let args = operator_container(&deployment(objects))
+            .args
+            .unwrap_or_default();
+        let at = args.iter().position(|a| a == "--metrics-from-namespaces")?;
+        args.get(at + 1).cloned()
+    };
+    assert_eq!(flag(&render(&[])).as_deref(), Some(NAMESPACE));
+    let with_prometheus = render(&[
+        "--set",
+        "networkPolicy.roundMetricsFrom.namespaces={monitoring,modelpub-system}",
+    ]);
+    assert_eq!(
+        flag(&with_prometheus).as_deref(),
+        Some("modelpub-system,monitoring"),
+        "the release namespace once, then Prometheus's"
+    );
+    let open = render(&["--set", "networkPolicy.roundMetricsFrom.restrict=false"]);
+    assert_eq!(flag(&open), None);
+}
+
+#[test]
+fn pod_monitor_scrapes_every_rounds_pods_when_enabled() {
+    use modelpub_operator::controllers::federation_round::build::aggregator::METRICS_PORT_NAME;
+    use modelpub_operator::labels::{COMPONENT, Component, MANAGED_BY, MANAGER};
+
+    assert!(
+        of_kind(&render(&[]), "PodMonitor").is_empty(),
+        "off by default"
+    );
+    let objects = render(&[
+        "--set",
+        "podMonitor.enabled=true",
+        "--set",
+        "watchNamespaces={research,clinic}",
+        "--set",
+        "podMonitor.labels.release=kube-prometheus",
+    ]);
+    let Object::PodMonitor(pm) = &only(&objects, "PodMonitor").object else {
+        unreachable!()
+    };
+    let keys = |pointer: &str| -> BTreeSet<String> {
+        manifest::labels(pm, pointer).keys().cloned().collect()
+    };
+    let spec: BTreeSet<String> = ["selector", "namespaceSelector", "podMetricsEndpoints"]
+        .map(String::from)
+        .into();
+    assert_eq!(keys("/spec"), spec);
+    assert_eq!(pm["metadata"]["labels"]["release"], "kube-prometheus");
+    assert_eq!(
+        pm["spec"]["selector"]["matchLabels"],
+        json!({MANAGED_BY: MANAGER})
+    );
+    assert_eq!(
+        pm["spec"]["selector"]["matchExpressions"],
+        json!([{"key": COMPONENT, "operator": "In",
+            "values": [Component::Aggregator.as_str(), Component::NodeAgent.as_str()]}])
+    );
+    assert_eq!(
+        pm["spec"]["namespaceSelector"],
+        json!({"matchNames": ["research", "clinic"]})
+    );
+    let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
+    let endpoint_keys: BTreeSet<String> =
+        ["port", "path", "interval", "scrapeTimeout", "relabelings"]
+            .map(String::from)
+            .into();
+    assert_eq!(keys("/spec/podMetricsEndpoints/0"), endpoint_keys);
+    assert_eq!(endpoint["port"], METRICS_PORT_NAME);
+    assert_eq!(endpoint["path"], "/metrics");
+
+    let wide = render(&[
+        "--set",
+        "podMonitor.enabled=true",
+        "--set",
+        "rbac.clusterWide=true",
+    ]);
+    let Object::PodMonitor(pm) = &only(&wide, "PodMonitor").object else {
+        unreachable!()
+    };
+    assert_eq!(pm["spec"]["namespaceSelector"], json!({"any": true}));
 }
 
 #[test]
@@ -640,7 +878,7 @@ fn chart_dashboard_is_a_copy_of_the_canonical_one() {
 }
 
 #[test]
-fn crds_render_strictly_and_are_covered_by_the_cluster_role() {
+fn crds_render_strictly_and_are_covered_by_the_watched_namespace_role() {
     let objects = render(&["--include-crds"]);
     let crds: Vec<_> = of_kind(&objects, "CustomResourceDefinition")
         .into_iter()
@@ -664,10 +902,7 @@ fn crds_render_strictly_and_are_covered_by_the_cluster_role() {
         names, want,
         "charts/modelpub/crds/ must hold the generated CRDs (the modelpub-crds generator writes them)"
     );
-    let Object::ClusterRole(role) = &only(&objects, "ClusterRole").object else {
-        unreachable!("only() returned the ClusterRole")
-    };
-    let granted = grants_of(role.rules.as_deref());
+    let granted = role_grants(in_namespace(&objects, "Role", OPERATOR, NAMESPACE));
     for crd in &crds {
         let plural = &crd.spec.names.plural;
         // What every controller needs on its kind: a watch (list + watch) and
@@ -679,7 +914,7 @@ fn crds_render_strictly_and_are_covered_by_the_cluster_role() {
                     resource: plural.clone(),
                     verb: verb.to_string(),
                 }),
-                "ClusterRole lacks {verb} on {plural}"
+                "the watched-namespace Role lacks {verb} on {plural}"
             );
         }
         let has_status = crd.spec.versions.iter().any(|v| {

@@ -501,7 +501,7 @@ async fn a_federation_rounds_pods_train_to_the_end() {
         aggregator: public.remove(0),
         agents: public,
     };
-    let children = build::children(&round, &ids, AGENT, false, &[]).expect("children");
+    let children = build::children(&round, &ids, AGENT, false, &[], &[]).expect("children");
     let ns = |c: &Client| (c.clone(), "default");
     for mut cm in children.config_maps {
         cm.metadata.owner_references = None;

@@ -1,6 +1,7 @@
 //! The Grafana dashboard against a real Prometheus: Prometheus (the Debian
-//! package) scrapes a `modelpub simulate` aggregator (`--metrics-addr`) and
-//! the operator's metrics server every second, and every query on every
+//! package) scrapes a `modelpub simulate` aggregator (`--metrics-addr`), its
+//! participants (`--participant-metrics-from`) and the operator's metrics
+//! server every second, and every query on every
 //! dashboard panel must return data over the run's time window.
 //!
 //! The operator side is `modelpub_operator::telemetry` served in-process,
@@ -63,6 +64,52 @@ fn substitute(expr: &str, range_secs: u64) -> String {
         .replace("$__range", &format!("{range_secs}s"))
         .replace("${federation}", FEDERATION)
         .replace("$federation", FEDERATION)
+        // "All", as Grafana's allValue: simulate's metrics carry no
+        // namespace label, which `=~".*"` matches.
+        .replace("${namespace}", ".*")
+        .replace("$namespace", ".*")
+}
+
+/// `n` consecutive free loopback ports, the first returned.
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..100 {
+        let first = free_port();
+        if first.checked_add(n).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (first..first + n)
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free loopback ports")
+}
+
+/// Rounds of one name in two namespaces must not merge: every query on a
+/// round's or participant's metrics filters by the dashboard's namespace,
+/// and an aggregation by federation or party keeps the namespace.
+#[test]
+fn federation_and_participant_queries_keep_namespaces_apart() {
+    for (title, expr) in dashboard_queries() {
+        if expr.contains("modelpub_reconcile_") {
+            continue;
+        }
+        assert!(
+            expr.contains(r#"namespace=~"$namespace""#),
+            "panel `{title}`: `{expr}` does not filter by $namespace"
+        );
+        for by in expr.split("by (").skip(1) {
+            let labels = by.split(')').next().unwrap_or("");
+            if labels.contains("federation") || labels.contains("party") {
+                assert!(
+                    labels.contains("namespace"),
+                    "panel `{title}`: `by ({labels})` merges namespaces"
+                );
+            }
+        }
+    }
 }
 
 /// The operator's metrics server, in-process, with reconciles recorded
@@ -111,6 +158,11 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let stop = Arc::new(AtomicBool::new(false));
     let (operator_addr, recorder) = operator_metrics(stop.clone());
     let aggregator_addr = format!("127.0.0.1:{}", free_port());
+    let institutions: u16 = 3;
+    let first_participant = free_ports(institutions);
+    let participant_addrs: Vec<String> = (0..institutions)
+        .map(|i| format!("127.0.0.1:{}", first_participant + i))
+        .collect();
     let prometheus = Prometheus::start(
         tmp.path(),
         &[
@@ -121,6 +173,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             Job {
                 name: "modelpub-operator".into(),
                 targets: vec![operator_addr.clone()],
+            },
+            Job {
+                name: "modelpub-participants".into(),
+                targets: participant_addrs.clone(),
             },
         ],
     )
@@ -162,6 +218,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             "50",
             "--metrics-addr",
             &aggregator_addr,
+            "--institutions",
+            &institutions.to_string(),
+            "--participant-metrics-from",
+            &participant_addrs[0],
             "--out",
         ])
         .arg(&out)

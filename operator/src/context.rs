@@ -15,6 +15,7 @@ use crate::error::Backoff;
 use crate::events::Events;
 use crate::federation::client::{NetworkLink, PeerLink};
 use crate::federation::refusals::Refusals;
+use crate::scope::WatchScope;
 use crate::telemetry::Metrics;
 
 /// Settings from the operator's flags.
@@ -26,6 +27,12 @@ pub struct Config {
     /// `http` or `https`: how the operator reaches an aggregator's
     /// `/status` (`--aggregator-status-scheme`).
     pub aggregator_status_scheme: String,
+    /// The namespaces reconciled (`--watch-namespaces`).
+    pub scope: WatchScope,
+    /// Namespaces a round's NetworkPolicy admits to the aggregator's
+    /// metrics and `/status` port (`--metrics-from-namespaces`); empty:
+    /// every namespace.
+    pub metrics_from_namespaces: Vec<String>,
 }
 
 impl Default for Config {
@@ -33,6 +40,8 @@ impl Default for Config {
         Self {
             node_agent_image: default_node_agent_image(),
             aggregator_status_scheme: "http".to_string(),
+            scope: WatchScope::Cluster,
+            metrics_from_namespaces: Vec::new(),
         }
     }
 }

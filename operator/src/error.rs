@@ -12,6 +12,8 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
 use kube::runtime::finalizer;
 
 /// One problem in a resource's spec, naming the field as a JSON path such
@@ -165,17 +167,21 @@ pub fn is_conflict(e: &kube::Error) -> bool {
 }
 
 /// Per-object exponential backoff for failed reconciles: `base`, 2×base,
-/// 4×base, … capped at `max`; a success resets the object's count. Keyed by
-/// a string such as `namespace/name` so the three controllers can share one.
+/// 4×base, … capped at `max`, each delay stretched by a random 0–100% so
+/// objects that failed together (an API server outage) do not all retry
+/// in the same second. A success resets the object. Keyed by a string such
+/// as `namespace/name` so the three controllers can share one. The delays
+/// come from `backon` (the retry crate kube-runtime itself uses), one
+/// iterator per failing object.
 #[derive(Debug)]
 pub struct Backoff {
-    base: Duration,
+    schedule: ExponentialBuilder,
     max: Duration,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, ExponentialBackoff>>,
 }
 
 impl Default for Backoff {
-    /// 5 s doubling to at most 5 min.
+    /// 5 s doubling to at most 5 min, with jitter.
     fn default() -> Self {
         Self::new(Duration::from_secs(5), Duration::from_secs(300))
     }
@@ -183,24 +189,39 @@ impl Default for Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
+        Self::exact(base, max).jittered()
+    }
+
+    /// The same schedule without jitter: `base`, 2×base, … exactly, for
+    /// scenario tests that assert the requeue delay.
+    pub fn exact(base: Duration, max: Duration) -> Self {
         Self {
-            base,
+            schedule: ExponentialBuilder::default()
+                .with_min_delay(base)
+                .with_max_delay(max)
+                .with_factor(2.0)
+                .without_max_times(),
             max,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
+    fn jittered(mut self) -> Self {
+        self.schedule = self.schedule.with_jitter();
+        self
+    }
+
     /// Records a failure of `key` and returns how long to wait before the
-    /// next attempt.
+    /// next attempt: between the exponential delay and twice it.
     pub fn failed(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = failures.entry(key.to_string()).or_insert(0);
-        let delay = self
-            .base
-            .saturating_mul(2u32.saturating_pow(*n))
-            .min(self.max);
-        *n = n.saturating_add(1);
-        delay
+        failures
+            .entry(key.to_string())
+            .or_insert_with(|| self.schedule.build())
+            .next()
+            // `without_max_times`: the schedule never ends; the cap is the
+            // answer should it ever.
+            .unwrap_or(self.max)
     }
 
     /// Forgets `key`'s failures after a successful reconcile.
@@ -222,18 +243,39 @@ mod tests {
         ))
     }
 
+    /// Each delay lies between the exponential step and twice it.
+    fn within(delay: Duration, step: u64) -> bool {
+        delay >= Duration::from_secs(step) && delay < Duration::from_secs(2 * step)
+    }
+
     #[test]
     fn backoff_doubles_per_object_caps_and_resets() {
         let b = Backoff::new(Duration::from_secs(5), Duration::from_secs(30));
-        let delays: Vec<u64> = (0..5).map(|_| b.failed("ns/a").as_secs()).collect();
-        assert_eq!(delays, [5, 10, 20, 30, 30]);
-        assert_eq!(
-            b.failed("ns/b").as_secs(),
-            5,
+        for step in [5, 10, 20, 30, 30] {
+            let delay = b.failed("ns/a");
+            assert!(within(delay, step), "{delay:?} for step {step} s");
+        }
+        assert!(
+            within(b.failed("ns/b"), 5),
             "objects back off independently"
         );
         b.succeeded("ns/a");
-        assert_eq!(b.failed("ns/a").as_secs(), 5);
+        assert!(within(b.failed("ns/a"), 5), "a success resets");
+    }
+
+    #[test]
+    fn the_exact_schedule_doubles_without_jitter() {
+        let b = Backoff::exact(Duration::from_secs(5), Duration::from_secs(30));
+        let delays: Vec<u64> = (0..5).map(|_| b.failed("ns/a").as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 30, 30]);
+    }
+
+    #[test]
+    fn objects_failing_together_do_not_retry_together() {
+        let b = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
+        let first: std::collections::BTreeSet<Duration> =
+            (0..20).map(|i| b.failed(&format!("ns/o{i}"))).collect();
+        assert!(first.len() > 10, "jitter spreads retries: {first:?}");
     }
 
     #[test]

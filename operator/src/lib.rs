@@ -20,6 +20,7 @@ pub mod labels;
 pub mod leader;
 pub mod quantity;
 pub mod rbac;
+pub mod scope;
 pub mod telemetry;
 #[cfg(test)]
 pub mod testing;

@@ -11,6 +11,7 @@ use clap::Parser;
 use modelpub_operator::context::{Config, Context, default_node_agent_image};
 use modelpub_operator::controllers;
 use modelpub_operator::leader::{self, GateEnd};
+use modelpub_operator::scope::{WatchScope, namespace_names};
 use modelpub_operator::telemetry::tracing_export::{self, OtlpExport};
 use modelpub_operator::telemetry::{Metrics, Readiness, TelemetryServer};
 use prometheus_client::registry::Registry;
@@ -47,6 +48,16 @@ struct Args {
     /// their handshakes.
     #[arg(long)]
     federation_listen: Option<String>,
+    /// Reconcile only these namespaces (comma-separated or repeated); the
+    /// operator then needs a Role in each, not a ClusterRole. Absent: every
+    /// namespace (the chart's `rbac.clusterWide: true`).
+    #[arg(long, value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
+    /// Namespaces each round's NetworkPolicy admits to the aggregator's
+    /// metrics and /status port 9464 (comma-separated): this operator's,
+    /// which reads /status, and Prometheus's. Absent: every namespace.
+    #[arg(long, value_delimiter = ',')]
+    metrics_from_namespaces: Vec<String>,
 }
 
 #[tokio::main]
@@ -67,9 +78,19 @@ async fn main() -> anyhow::Result<()> {
         "cannot configure a Kubernetes client (in-cluster service account or KUBECONFIG)",
     )?;
     let instance = std::env::var("POD_NAME").ok();
+    let scope = WatchScope::from_names(&args.watch_namespaces)?;
+    let metrics_from = namespace_names("--metrics-from-namespaces", &args.metrics_from_namespaces)?;
+    match &scope {
+        WatchScope::Cluster => tracing::info!("reconciling every namespace"),
+        WatchScope::Namespaces(names) => {
+            tracing::info!(namespaces = %names.join(","), "reconciling only the watched namespaces")
+        }
+    }
     let config = Config {
         node_agent_image: args.node_agent_image,
         aggregator_status_scheme: args.aggregator_status_scheme,
+        scope,
+        metrics_from_namespaces: metrics_from,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -197,13 +218,17 @@ mod tests {
                 .starts_with("ghcr.io/modelpub/modelpub-node-agent:")
         );
         assert_eq!(a.aggregator_status_scheme, "http");
+        assert!(a.watch_namespaces.is_empty(), "every namespace by default");
         let a = Args::parse_from([
             "modelpub-operator",
             "--lease-namespace",
             "ops",
             "--node-agent-image",
             "x:1",
+            "--watch-namespaces",
+            "research,clinic",
         ]);
+        assert_eq!(a.watch_namespaces, ["research", "clinic"]);
         assert_eq!(a.lease_namespace.as_deref(), Some("ops"));
         assert_eq!(a.node_agent_image, "x:1");
         assert!(

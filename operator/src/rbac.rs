@@ -20,9 +20,15 @@ use std::fmt;
 /// Where a permission is granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
-    /// In every namespace (the chart's ClusterRole).
-    Cluster,
-    /// Only in the leader-election Lease's namespace (the chart's Role).
+    /// Namespaced resources, in every namespace the operator watches: the
+    /// chart's ClusterRole with `rbac.clusterWide`, else a Role in each of
+    /// `watchNamespaces`.
+    Watched,
+    /// Cluster-scoped resources (nodes): a Role cannot grant them, so they
+    /// are in the ClusterRole in either mode.
+    ClusterScoped,
+    /// Only in the leader-election Lease's namespace (the chart's
+    /// leader-election Role).
     LeaseNamespace,
 }
 
@@ -38,7 +44,7 @@ pub struct Permission {
     pub why: &'static str,
 }
 
-const fn cluster(
+const fn watched(
     group: &'static str,
     resource: &'static str,
     verbs: &'static [&'static str],
@@ -48,7 +54,7 @@ const fn cluster(
         group,
         resource,
         verbs,
-        scope: Scope::Cluster,
+        scope: Scope::Watched,
         why,
     }
 }
@@ -56,91 +62,92 @@ const fn cluster(
 /// Every request the operator makes. Keep in step with
 /// `charts/modelpub/templates/{clusterrole,role}.yaml`.
 pub const REQUIRED: &[Permission] = &[
-    cluster(
+    watched(
         "modelpub.io",
         "trustdomains",
         &["get", "list", "watch", "patch"],
         "TrustDomain controller (watch, finalizer); ComputeOffer dereferences its trust domain",
     ),
-    cluster(
+    watched(
         "modelpub.io",
         "trustdomains/status",
         &["patch"],
         "TrustDomain status (server-side apply)",
     ),
-    cluster(
+    watched(
         "modelpub.io",
         "computeoffers",
         &["list", "watch", "patch"],
         "ComputeOffer controller (watch, finalizer)",
     ),
-    cluster(
+    watched(
         "modelpub.io",
         "computeoffers/status",
         &["patch"],
         "ComputeOffer status (server-side apply)",
     ),
-    cluster(
+    watched(
         "",
         "secrets",
         &["get", "list", "watch", "create", "delete"],
         "TrustDomain identity and CA: read, create when missing, delete on cleanup; watched as owned children",
     ),
-    cluster(
+    watched(
         "modelpub.io",
         "federationrounds",
         &["get", "list", "watch", "patch"],
         "FederationRound controller (watch, finalizer); federation endpoint: the round a member joins",
     ),
-    cluster(
+    watched(
         "modelpub.io",
         "federationrounds/status",
         &["patch"],
         "FederationRound status (server-side apply)",
     ),
-    cluster(
+    watched(
         "",
         "configmaps",
         &["list", "create", "patch", "delete"],
         "FederationRound party configs: apply, delete orphans and on cleanup; federation endpoint: a member's registration, created once",
     ),
-    cluster(
+    watched(
         "",
         "services",
         &["patch", "delete"],
         "FederationRound aggregator Service: apply, delete on cleanup",
     ),
-    cluster(
+    watched(
         "",
         "pods",
         &["list"],
         "FederationRound progress: participant pods that failed are dropouts",
     ),
-    cluster(
+    watched(
         "apps",
         "deployments",
         &["list", "watch", "patch", "delete"],
         "FederationRound aggregator Deployment: apply, watch as owned child, delete on cleanup",
     ),
-    cluster(
+    watched(
         "batch",
         "jobs",
         &["list", "watch", "patch", "delete"],
         "FederationRound participant Jobs: apply, watch as owned children, delete orphans and on cleanup",
     ),
-    cluster(
+    watched(
         "networking.k8s.io",
         "networkpolicies",
         &["patch", "delete"],
         "FederationRound NetworkPolicy: apply, delete on cleanup",
     ),
-    cluster(
-        "",
-        "nodes",
-        &["list"],
-        "ComputeOffer capacity: allocatable nvidia.com/gpu of matching nodes",
-    ),
-    cluster(
+    Permission {
+        group: "",
+        resource: "nodes",
+        verbs: &["list"],
+        scope: Scope::ClusterScoped,
+        why: "ComputeOffer capacity: allocatable nvidia.com/gpu of matching nodes",
+    },
+    watched(
         "events.k8s.io",
         "events",
         &["create", "patch"],
@@ -163,13 +170,13 @@ pub const REQUIRED: &[Permission] = &[
 /// children). The chart grants these as well: compare it with
 /// [`chart_grants`].
 pub const ADMISSION: &[Permission] = &[
-    cluster(
+    watched(
         "modelpub.io",
         "trustdomains/finalizers",
         &["update"],
         "blockOwnerDeletion on the identity and CA Secrets",
     ),
-    cluster(
+    watched(
         "modelpub.io",
         "federationrounds/finalizers",
         &["update"],
@@ -414,7 +421,7 @@ mod tests {
         }
         let chart = chart_grants();
         assert!(chart.contains(&(
-            Scope::Cluster,
+            Scope::Watched,
             g("modelpub.io", "trustdomains/finalizers", "update")
         )));
         assert!(chart.contains(&(

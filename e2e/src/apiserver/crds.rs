@@ -62,6 +62,11 @@ pub fn resources_of(object: &Value) -> Result<Vec<Resource>, ApiError> {
         let custom = Custom {
             validator: validator.clone(),
             printer_columns,
+            schema: version
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| serde_json::to_value(s).ok()),
         };
         served.push(Resource {
             group: spec.group.clone(),

@@ -17,6 +17,9 @@ pub struct Custom {
     pub validator: Arc<CrdValidator>,
     /// `additionalPrinterColumns` of the served version.
     pub printer_columns: Vec<Value>,
+    /// `openAPIV3Schema` of the served version: server-side apply reads
+    /// its list types (`x-kubernetes-list-type: map` merges by key).
+    pub schema: Option<Value>,
 }
 
 /// One served resource at one group/version.

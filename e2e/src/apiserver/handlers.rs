@@ -56,6 +56,17 @@ fn crd_key() -> StoreKey {
     (CRD_GROUP.into(), "customresourcedefinitions".into())
 }
 
+/// The label the real server keeps on every namespace, set to its name
+/// whatever a client sends (NetworkPolicies select namespaces by it):
+/// https://kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/#automatic-labelling
+fn label_namespace_name(meta: &mut serde_json::Map<String, Value>, name: &str) {
+    let labels = meta.entry("labels").or_insert_with(|| json!({}));
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    labels["kubernetes.io/metadata.name"] = json!(name);
+}
+
 /// Adds a namespace that exists from the start, as `default` does.
 pub fn bootstrap_namespace(state: &ServerState, name: &str) {
     let object = json!({
@@ -142,6 +153,11 @@ impl Ctx {
             has_status: self.resource.status,
             api_version,
             now,
+            schema: self
+                .resource
+                .custom
+                .as_ref()
+                .and_then(|c| c.schema.as_ref()),
         }
     }
 
@@ -202,6 +218,42 @@ async fn route(state: &Arc<ServerState>, req: Request) -> Result<Response, ApiEr
         [name, sub] => (Some(*name), Some(*sub)),
         _ => return Err(ApiError::unknown_resource()),
     };
+    if resource.group.is_empty()
+        && resource.plural == "serviceaccounts"
+        && subresource == Some("token")
+        && let (Some(ns), Some(name)) = (namespace, name)
+    {
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        rbac::authorize(
+            &state.store,
+            &user,
+            &Attributes {
+                verb: "create",
+                group: "",
+                resource: "serviceaccounts",
+                subresource: Some("token"),
+                namespace: Some(ns),
+                name: Some(name),
+            },
+        )?;
+        let key: StoreKey = (String::new(), "serviceaccounts".into());
+        if state.store.get(&key, ns, name).is_none() {
+            return Err(ApiError::not_found("serviceaccounts", "", name));
+        }
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let request = if body.is_empty() {
+            json!({})
+        } else {
+            parse_json(&body)?
+        };
+        let token = state.tokens.issue_service_account(ns, name);
+        let answer = super::token_request::answer(&request, ns, name, &token)?;
+        return Ok(json_response(StatusCode::CREATED, &answer));
+    }
     let scoped_wrongly = (!resource.namespaced && namespace.is_some())
         || (resource.namespaced && namespace.is_none() && name.is_some());
     let unknown_sub = subresource.is_some_and(|s| s != "status" || !resource.status);
@@ -769,6 +821,9 @@ fn prepare_create(ctx: &Ctx, mut object: Value, keep_managed: bool) -> Result<Va
     }
     meta.insert("uid".into(), json!(ctx.state.store.new_uid()));
     meta.insert("creationTimestamp".into(), json!(now()));
+    if ctx.key() == namespaces_key() {
+        label_namespace_name(meta, &name);
+    }
     if ctx.resource.has_generation() {
         meta.insert("generation".into(), json!(1));
     } else {
@@ -937,6 +992,11 @@ fn write_update(
     let current_rv = resource_version(current).unwrap_or(0);
     let mut desired = desired;
     check_type(&ctx.resource, &mut desired)?;
+    if ctx.key() == namespaces_key()
+        && let Some(meta) = desired["metadata"].as_object_mut()
+    {
+        label_namespace_name(meta, &ctx.name);
+    }
     // A client may rewrite managedFields (kubectl does, when moving from
     // client-side to server-side apply); the server keeps what it sent and
     // tracks this write's own changes on top, as the real one does.

@@ -31,6 +31,7 @@ pub mod status;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod token_request;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -80,13 +80,31 @@ struct ConfigMap {
     immutable: Option<bool>,
 }
 
+/// `authentication.k8s.io/v1` TokenRequest, as `kubectl create token`
+/// sends it (k8s.io/api/authentication/v1/generated.proto).
+#[derive(Clone, PartialEq, Message)]
+struct TokenRequest {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<TokenRequestSpec>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TokenRequestSpec {
+    #[prost(string, repeated, tag = "1")]
+    audiences: Vec<String>,
+    #[prost(int64, optional, tag = "4")]
+    expiration_seconds: Option<i64>,
+}
+
 /// Why a protobuf body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtobufError {
     #[error("not a Kubernetes protobuf envelope: {0}")]
     Envelope(String),
     #[error(
-        "{kind} is not decoded from protobuf by this test API server (only Secret and ConfigMap)"
+        "{kind} is not decoded from protobuf by this test API server (only Secret, ConfigMap and TokenRequest)"
     )]
     Unsupported { kind: String },
     #[error("decoding a {kind}: {source}")]
@@ -96,7 +114,8 @@ pub enum ProtobufError {
     },
 }
 
-/// Decodes an enveloped `v1` Secret or ConfigMap into its JSON form.
+/// Decodes an enveloped `v1` Secret or ConfigMap, or a TokenRequest, into
+/// its JSON form.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let inner = body
         .strip_prefix(MAGIC)
@@ -138,6 +157,16 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
             );
             if let Some(i) = c.immutable {
                 o["immutable"] = json!(i);
+            }
+            o
+        }
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            let r = TokenRequest::decode(unknown.raw.as_slice()).map_err(decode_err)?;
+            let spec = r.spec.unwrap_or_default();
+            let mut o = json!({"metadata": metadata(r.metadata.unwrap_or_default()),
+                "spec": {"audiences": spec.audiences}});
+            if let Some(s) = spec.expiration_seconds {
+                o["spec"]["expirationSeconds"] = json!(s);
             }
             o
         }
@@ -242,5 +271,28 @@ mod tests {
         assert!(err.to_string().contains("envelope"), "{err}");
         let err = decode(&envelope("v1", "Secret", vec![0xff, 0xff])).unwrap_err();
         assert!(err.to_string().contains("decoding a v1/Secret"), "{err}");
+    }
+
+    #[test]
+    fn a_token_request_decodes_with_its_lifetime_and_audiences() {
+        let request = TokenRequest {
+            metadata: Some(ObjectMeta::default()),
+            spec: Some(TokenRequestSpec {
+                audiences: vec!["https://kubernetes.default.svc".into()],
+                expiration_seconds: Some(7200),
+            }),
+        };
+        let json = decode(&envelope(
+            "authentication.k8s.io/v1",
+            "TokenRequest",
+            request.encode_to_vec(),
+        ))
+        .unwrap();
+        assert_eq!(json["kind"], "TokenRequest");
+        assert_eq!(json["spec"]["expirationSeconds"], 7200);
+        assert_eq!(
+            json["spec"]["audiences"][0],
+            "https://kubernetes.default.svc"
+        );
     }
 }

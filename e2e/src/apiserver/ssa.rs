@@ -1,22 +1,133 @@
 //! Server-side apply and the `managedFields` bookkeeping behind it.
 //!
-//! Field sets are sets of leaf paths (`spec.rounds`); lists are atomic, as
-//! for `x-kubernetes-list-type: atomic` (a simplification: the real server
-//! also tracks keyed list items). Each manager's set is stored in
-//! `metadata.managedFields` as `FieldsV1`. What this gives, as documented for
-//! the real server:
+//! Field sets are sets of leaf paths. A path step is a field name, or, in a
+//! list the schema declares `x-kubernetes-list-type: map`, the item with
+//! given values of its `x-kubernetes-list-map-keys` (`k:{"type":"Ready"}`
+//! in `FieldsV1`). Such lists merge by key, so two managers each own their
+//! own items (conditions of different types); every other list is atomic,
+//! as for `x-kubernetes-list-type: atomic`, which is what the real server
+//! does for a CRD list without a list type. Built-in kinds are served
+//! without their schemas, so their lists are atomic here too (the real
+//! server merges e.g. a Pod's containers by name). Each manager's set is
+//! stored in `metadata.managedFields` as `FieldsV1`. What this gives, as
+//! documented for the real server
+//! (https://kubernetes.io/docs/reference/using-api/server-side-apply/):
 //! - an apply sets the fields in the applied configuration and takes
 //!   ownership of them;
 //! - re-applying without a field removes it, unless another manager owns it;
+//!   re-applying without an item of a map list removes the item, unless
+//!   another manager owns one of its fields;
 //! - applying a different value to a field another manager owns is a 409
 //!   conflict, unless `force=true`, which takes the field over;
 //! - an update (PUT/PATCH) that changes a field takes it from other managers.
+//!
+//! Merge strategy of lists:
+//! https://kubernetes.io/docs/reference/using-api/server-side-apply/#merge-strategy
 
 use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-type Path = Vec<String>;
+/// One step of a field path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Field(String),
+    /// An item of a map-keyed list, named by its key fields as a JSON
+    /// object with sorted names, as in `FieldsV1` (`{"type":"Ready"}`).
+    Item(String),
+}
+
+type Path = Vec<Step>;
+
+impl Step {
+    fn field(&self) -> Option<&str> {
+        match self {
+            Step::Field(name) => Some(name),
+            Step::Item(_) => None,
+        }
+    }
+}
+
+/// The structural schema beside a value, where the resource has one.
+#[derive(Debug, Clone, Copy)]
+struct Schema<'a>(Option<&'a Value>);
+
+impl<'a> Schema<'a> {
+    fn field(self, name: &str) -> Schema<'a> {
+        Schema(self.0.and_then(|s| {
+            s.get("properties")
+                .and_then(|p| p.get(name))
+                .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+        }))
+    }
+
+    fn items(self) -> Schema<'a> {
+        Schema(self.0.and_then(|s| s.get("items")))
+    }
+
+    /// The key fields of a map-keyed list.
+    fn map_keys(self) -> Option<Vec<&'a str>> {
+        let s = self.0?;
+        if s.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
+            return None;
+        }
+        let keys: Vec<&str> = s
+            .get("x-kubernetes-list-map-keys")?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        (!keys.is_empty()).then_some(keys)
+    }
+}
+
+/// The key of one list item (`{"type":"Ready"}`), or None when the item
+/// lacks a key field (the list is then handled as atomic: the schema's
+/// `required` makes the validator refuse it anyway).
+fn item_key(item: &Value, keys: &[&str]) -> Option<String> {
+    let mut names: Vec<&str> = keys.to_vec();
+    names.sort_unstable();
+    let mut fields = Vec::new();
+    for name in names {
+        let value = item.get(name)?;
+        fields.push(format!("{}:{value}", Value::String(name.to_string())));
+    }
+    Some(format!("{{{}}}", fields.join(",")))
+}
+
+/// The keys of every item of a map-keyed list, or None to treat it as atomic.
+fn item_keys(list: &[Value], schema: Schema<'_>) -> Option<Vec<String>> {
+    let keys = schema.map_keys()?;
+    list.iter().map(|item| item_key(item, &keys)).collect()
+}
+
+fn item_matches(item: &Value, key: &str) -> bool {
+    match serde_json::from_str::<Map<String, Value>>(key) {
+        Ok(fields) => fields.iter().all(|(n, v)| item.get(n) == Some(v)),
+        Err(_) => false,
+    }
+}
+
+/// A path as the real server words it in a conflict:
+/// `.status.conditions[type="Ready"].status`.
+fn display(path: &[Step]) -> String {
+    let mut out = String::new();
+    for step in path {
+        match step {
+            Step::Field(name) => {
+                out.push('.');
+                out.push_str(name);
+            }
+            Step::Item(key) => {
+                let fields: Vec<String> = serde_json::from_str::<Map<String, Value>>(key)
+                    .map(|m| m.iter().map(|(n, v)| format!("{n}={v}")).collect())
+                    .unwrap_or_default();
+                out.push_str(&format!("[{}]", fields.join(",")));
+            }
+        }
+    }
+    out
+}
 
 /// One entry of `metadata.managedFields`.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,16 +141,16 @@ struct Manager {
 }
 
 /// Whether the field at `path` is tracked for this (sub)resource.
-fn tracked(path: &[String], subresource: Option<&str>, has_status: bool) -> bool {
-    let Some(first) = path.first() else {
+fn tracked(path: &[Step], subresource: Option<&str>, has_status: bool) -> bool {
+    let Some(first) = path.first().and_then(Step::field) else {
         return false;
     };
-    match first.as_str() {
+    match first {
         "apiVersion" | "kind" => false,
         "metadata" => {
             subresource.is_none()
                 && matches!(
-                    path.get(1).map(String::as_str),
+                    path.get(1).and_then(Step::field),
                     Some("labels" | "annotations" | "finalizers" | "ownerReferences")
                 )
         }
@@ -48,12 +159,23 @@ fn tracked(path: &[String], subresource: Option<&str>, has_status: bool) -> bool
     }
 }
 
-fn collect(value: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
+fn collect(value: &Value, schema: Schema<'_>, prefix: &mut Path, out: &mut BTreeSet<Path>) {
     match value {
         Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                prefix.push(k.clone());
-                collect(v, prefix, out);
+                prefix.push(Step::Field(k.clone()));
+                collect(v, schema.field(k), prefix, out);
+                prefix.pop();
+            }
+        }
+        // An empty keyed list names no item, so it owns nothing: applying
+        // `[]` drops the manager's own items and leaves the others'.
+        Value::Array(list) if list.is_empty() && schema.map_keys().is_some() => {}
+        Value::Array(list) if item_keys(list, schema).is_some() => {
+            let keys = item_keys(list, schema).unwrap_or_default();
+            for (item, key) in list.iter().zip(keys) {
+                prefix.push(Step::Item(key));
+                collect(item, schema.items(), prefix, out);
                 prefix.pop();
             }
         }
@@ -66,55 +188,110 @@ fn collect(value: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
 }
 
 /// The tracked leaf paths of `value`.
-fn leaves(value: &Value, subresource: Option<&str>, has_status: bool) -> BTreeSet<Path> {
+fn leaves(
+    value: &Value,
+    schema: Schema<'_>,
+    subresource: Option<&str>,
+    has_status: bool,
+) -> BTreeSet<Path> {
     let mut all = BTreeSet::new();
-    collect(value, &mut Vec::new(), &mut all);
+    collect(value, schema, &mut Vec::new(), &mut all);
     all.into_iter()
         .filter(|p| tracked(p, subresource, has_status))
         .collect()
 }
 
-fn get<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(value, |v, k| v.get(k))
+fn get<'a>(value: &'a Value, path: &[Step]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |v, step| match step {
+        Step::Field(k) => v.get(k),
+        Step::Item(key) => v.as_array()?.iter().find(|item| item_matches(item, key)),
+    })
 }
 
-fn remove_path(value: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else {
+/// Removes the field at `path`; an item of a keyed list goes with its last
+/// field.
+fn remove_path(value: &mut Value, path: &[Step]) {
+    let Some((first, rest)) = path.split_first() else {
         return;
     };
-    let mut cursor = value;
-    for k in parents {
-        match cursor.get_mut(k) {
-            Some(next) => cursor = next,
-            None => return,
+    match first {
+        Step::Field(k) => {
+            let Some(map) = value.as_object_mut() else {
+                return;
+            };
+            if rest.is_empty() {
+                map.remove(k);
+            } else if let Some(child) = map.get_mut(k) {
+                remove_path(child, rest);
+            }
         }
-    }
-    if let Some(map) = cursor.as_object_mut() {
-        map.remove(last);
+        Step::Item(key) => {
+            let Some(list) = value.as_array_mut() else {
+                return;
+            };
+            let Some(at) = list.iter().position(|item| item_matches(item, key)) else {
+                return;
+            };
+            let emptied = match list.get_mut(at) {
+                Some(item) if !rest.is_empty() => {
+                    remove_path(item, rest);
+                    item.as_object().is_some_and(Map::is_empty)
+                }
+                _ => true,
+            };
+            if emptied {
+                list.remove(at);
+            }
+        }
     }
 }
 
-/// Deep merge where objects merge and anything else replaces.
-fn overlay(target: &mut Value, config: &Value) {
-    match (target.as_object_mut(), config) {
-        (Some(t), Value::Object(c)) => {
-            for (k, v) in c {
-                overlay(t.entry(k.clone()).or_insert(Value::Null), v);
+/// Deep merge where objects merge, keyed lists merge item by item, and
+/// anything else replaces.
+fn overlay(target: &mut Value, config: &Value, schema: Schema<'_>) {
+    if let (Some(t), Value::Object(c)) = (target.as_object_mut(), config) {
+        for (k, v) in c {
+            overlay(
+                t.entry(k.clone()).or_insert(Value::Null),
+                v,
+                schema.field(k),
+            );
+        }
+        return;
+    }
+    if let (Some(t), Value::Array(c)) = (target.as_array_mut(), config)
+        && item_keys(t, schema).is_some()
+        && let Some(keys) = item_keys(c, schema)
+    {
+        for (item, key) in c.iter().zip(keys) {
+            match t.iter_mut().find(|live| item_matches(live, &key)) {
+                Some(live) => overlay(live, item, schema.items()),
+                None => t.push(item.clone()),
             }
         }
-        _ => *target = config.clone(),
+        return;
     }
+    *target = config.clone();
 }
 
 fn encode(fields: &BTreeSet<Path>) -> Value {
     let mut root = Map::new();
     for path in fields {
         let mut cursor = &mut root;
-        for k in path {
+        for step in path {
+            let name = match step {
+                Step::Field(k) => format!("f:{k}"),
+                Step::Item(key) => format!("k:{key}"),
+            };
             let slot = cursor
-                .entry(format!("f:{k}"))
+                .entry(name)
                 .or_insert_with(|| Value::Object(Map::new()));
             let Value::Object(next) = slot else { break };
+            if matches!(step, Step::Item(_)) {
+                // The item itself is owned as well as its fields, as the
+                // real server records it.
+                next.insert(".".into(), json!({}));
+            }
             cursor = next;
         }
     }
@@ -125,15 +302,25 @@ fn decode(value: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
     let Some(map) = value.as_object() else {
         return;
     };
-    let named: Vec<(&String, &Value)> = map.iter().filter(|(k, _)| k.starts_with("f:")).collect();
+    let named: Vec<(Step, &Value)> = map
+        .iter()
+        .filter_map(|(k, v)| {
+            if let Some(name) = k.strip_prefix("f:") {
+                Some((Step::Field(name.to_string()), v))
+            } else {
+                k.strip_prefix("k:")
+                    .map(|key| (Step::Item(key.to_string()), v))
+            }
+        })
+        .collect();
     if named.is_empty() {
         if !prefix.is_empty() {
             out.insert(prefix.clone());
         }
         return;
     }
-    for (k, v) in named {
-        prefix.push(k[2..].to_string());
+    for (step, v) in named {
+        prefix.push(step);
         decode(v, prefix, out);
         prefix.pop();
     }
@@ -197,7 +384,7 @@ fn write_managers(object: &mut Value, managers: &[Manager]) {
 }
 
 /// Paths overlap when one is a prefix of the other.
-fn overlaps(a: &[String], b: &[String]) -> bool {
+fn overlaps(a: &[Step], b: &[Step]) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
@@ -217,6 +404,9 @@ pub struct ApplyRequest<'a> {
     pub has_status: bool,
     pub api_version: &'a str,
     pub now: &'a str,
+    /// The version's `openAPIV3Schema` (custom resources), for the list
+    /// types; None: every list is atomic.
+    pub schema: Option<&'a Value>,
 }
 
 /// The object after applying `config` over `live` (None: create).
@@ -225,7 +415,8 @@ pub fn apply(
     config: &Value,
     req: &ApplyRequest<'_>,
 ) -> Result<Value, Vec<FieldConflict>> {
-    let applied = leaves(config, req.subresource, req.has_status);
+    let schema = Schema(req.schema);
+    let applied = leaves(config, schema, req.subresource, req.has_status);
     let empty = json!({});
     let live_obj = live.unwrap_or(&empty);
     let mut managers = read_managers(live_obj);
@@ -245,7 +436,7 @@ pub fn apply(
                 if get(live_obj, path) != get(config, path) {
                     conflicts.push(FieldConflict {
                         manager: m.manager.clone(),
-                        field: format!(".{}", path.join(".")),
+                        field: display(path),
                     });
                 }
             }
@@ -274,10 +465,10 @@ pub fn apply(
         }
     }
     let mut trimmed = config.clone();
-    for path in leaves(config, None, false).difference(&applied) {
+    for path in leaves(config, schema, None, false).difference(&applied) {
         remove_path(&mut trimmed, path);
     }
-    overlay(&mut result, &trimmed);
+    overlay(&mut result, &trimmed, schema);
 
     if req.force {
         for m in managers.iter_mut().filter(|m| !is_me(m)) {
@@ -306,8 +497,9 @@ pub fn apply(
 pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, req: &ApplyRequest<'_>) {
     let empty = json!({});
     let old_obj = old.unwrap_or(&empty);
-    let before = leaves(old_obj, req.subresource, req.has_status);
-    let after = leaves(new, req.subresource, req.has_status);
+    let schema = Schema(req.schema);
+    let before = leaves(old_obj, schema, req.subresource, req.has_status);
+    let after = leaves(new, schema, req.subresource, req.has_status);
     let changed: BTreeSet<Path> = after
         .iter()
         .filter(|p| get(old_obj, p) != get(new, p))
@@ -357,6 +549,7 @@ mod tests {
             has_status: true,
             api_version: "v1",
             now: "2026-01-01T00:00:00Z",
+            schema: None,
         }
     }
 
@@ -394,5 +587,168 @@ mod tests {
             1,
             "the forced field moved to `two`: {managers:?}"
         );
+    }
+
+    /// A status schema with `conditions` map-keyed by `type`, as the CRDs
+    /// of this project declare it.
+    fn conditions_schema() -> Value {
+        json!({"type": "object", "properties": {"status": {"type": "object", "properties": {
+            "conditions": {"type": "array", "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": {"type": "object", "properties": {
+                    "type": {"type": "string"}, "status": {"type": "string"}}}},
+            "phase": {"type": "string"}}}}})
+    }
+
+    fn status_req<'a>(manager: &'a str, schema: &'a Value) -> ApplyRequest<'a> {
+        ApplyRequest {
+            subresource: Some("status"),
+            schema: Some(schema),
+            ..req(manager, false)
+        }
+    }
+
+    fn conditions(live: &Value) -> Vec<(String, String)> {
+        live["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap_or("").to_string(),
+                    c["status"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn with_conditions(list: Value) -> Value {
+        json!({"apiVersion": "modelpub.io/v1alpha1", "kind": "FederationRound", "metadata": {"name": "r"}, "status": {"conditions": list}})
+    }
+
+    #[test]
+    fn managers_of_different_conditions_merge_by_type() {
+        let schema = conditions_schema();
+        let base = json!({"apiVersion": "modelpub.io/v1alpha1", "kind": "FederationRound", "metadata": {"name": "r"}, "spec": {}});
+        let live = apply(None, &base, &req("kubectl", false)).unwrap();
+        let ready = with_conditions(json!([{"type": "Ready", "status": "True"}]));
+        let live = apply(Some(&live), &ready, &status_req("operator", &schema)).unwrap();
+        let audited = with_conditions(json!([{"type": "Audited", "status": "False"}]));
+        let live = apply(Some(&live), &audited, &status_req("auditor", &schema)).unwrap();
+        assert_eq!(
+            conditions(&live),
+            [
+                ("Ready".into(), "True".into()),
+                ("Audited".into(), "False".into())
+            ],
+            "an apply of one condition must not clobber another manager's"
+        );
+        let fields: Vec<&Value> = live["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["manager"] == "operator")
+            .map(|m| &m["fieldsV1"])
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                &json!({"f:status": {"f:conditions": {"k:{\"type\":\"Ready\"}": {".": {}, "f:type": {}, "f:status": {}}}}})
+            ]
+        );
+
+        // Re-applying without its condition removes only the manager's own.
+        let none = with_conditions(json!([]));
+        let live = apply(Some(&live), &none, &status_req("operator", &schema)).unwrap();
+        assert_eq!(conditions(&live), [("Audited".into(), "False".into())]);
+    }
+
+    #[test]
+    fn a_condition_another_manager_owns_conflicts_by_key() {
+        let schema = conditions_schema();
+        let ready = with_conditions(json!([{"type": "Ready", "status": "True"}]));
+        let live = apply(None, &ready, &status_req("operator", &schema)).unwrap();
+        let flipped = with_conditions(json!([{"type": "Ready", "status": "False"}]));
+        let err = apply(Some(&live), &flipped, &status_req("auditor", &schema)).unwrap_err();
+        assert_eq!(
+            err,
+            vec![FieldConflict {
+                manager: "operator".into(),
+                field: ".status.conditions[type=\"Ready\"].status".into()
+            }]
+        );
+        // The same value is shared ownership, not a conflict.
+        let same = apply(Some(&live), &ready, &status_req("auditor", &schema)).unwrap();
+        assert_eq!(conditions(&same), [("Ready".into(), "True".into())]);
+    }
+
+    #[test]
+    fn an_update_of_one_condition_takes_only_that_one() {
+        let schema = conditions_schema();
+        let both = with_conditions(
+            json!([{"type": "Ready", "status": "True"}, {"type": "Audited", "status": "True"}]),
+        );
+        let live = apply(None, &both, &status_req("operator", &schema)).unwrap();
+        let mut edited = live.clone();
+        edited["status"]["conditions"][1]["status"] = json!("False");
+        record_update(
+            Some(&live),
+            &mut edited,
+            "kubectl-edit",
+            &status_req("kubectl-edit", &schema),
+        );
+        let owners: Vec<(String, Value)> = edited["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["manager"].as_str().unwrap().to_string(),
+                    m["fieldsV1"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                (
+                    "operator".to_string(),
+                    json!({"f:status": {"f:conditions": {
+                    "k:{\"type\":\"Audited\"}": {".": {}, "f:type": {}},
+                    "k:{\"type\":\"Ready\"}": {".": {}, "f:type": {}, "f:status": {}}}}})
+                ),
+                (
+                    "kubectl-edit".to_string(),
+                    json!({"f:status": {"f:conditions": {
+                    "k:{\"type\":\"Audited\"}": {".": {}, "f:status": {}}}}})
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_list_without_a_map_type_stays_atomic() {
+        let schema = conditions_schema();
+        let a = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "x"}, "spec": {"items": [{"type": "a"}]}});
+        let live = apply(
+            None,
+            &a,
+            &ApplyRequest {
+                schema: Some(&schema),
+                ..req("one", false)
+            },
+        )
+        .unwrap();
+        let b = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "x"}, "spec": {"items": [{"type": "b"}]}});
+        let err = apply(
+            Some(&live),
+            &b,
+            &ApplyRequest {
+                schema: Some(&schema),
+                ..req("two", false)
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err[0].field, ".spec.items");
     }
 }

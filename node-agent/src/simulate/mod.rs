@@ -124,6 +124,15 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
             faults: faults.clone(),
         },
     )?;
+    let participant_metrics = opts.participant_metrics_addrs()?;
+    if !participant_metrics.is_empty() {
+        setup::set_participant_metrics_listen(&layout, &participant_metrics)?;
+        say(&format!(
+            "  participant metrics on http://{}/metrics to http://{}/metrics",
+            participant_metrics[0],
+            participant_metrics[participant_metrics.len() - 1]
+        ));
+    }
     if let Some(addr) = &opts.metrics_addr {
         setup::set_metrics_listen(&layout, addr)?;
         say(&format!(

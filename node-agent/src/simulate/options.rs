@@ -117,6 +117,11 @@ pub struct SimulateOptions {
     /// HOST:PORT (plain HTTP), for Prometheus and the operator.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// Serve each institution's participant /metrics too: the first on
+    /// HOST:PORT, the next on HOST:PORT+1, and so on (as the chart's
+    /// PodMonitor scrapes each participant pod).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub participant_metrics_from: Option<String>,
 }
 
 /// Folders of the output directory an institution may not be named after.
@@ -170,6 +175,30 @@ impl CompressionName {
 }
 
 impl SimulateOptions {
+    /// The participants' metrics addresses `--participant-metrics-from`
+    /// names, one per institution; none without the flag.
+    pub fn participant_metrics_addrs(&self) -> anyhow::Result<Vec<String>> {
+        let Some(first) = &self.participant_metrics_from else {
+            return Ok(Vec::new());
+        };
+        let addr: std::net::SocketAddr = first.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "--participant-metrics-from {first:?} is not HOST:PORT with an IP address: {e}"
+            )
+        })?;
+        let n = self.institutions.max(1);
+        let last = usize::from(addr.port()) + n - 1;
+        if addr.port() == 0 || last > usize::from(u16::MAX) {
+            bail!(
+                "--participant-metrics-from {first}: {n} institutions need ports {} to {last}, past 65535 or from 0",
+                addr.port()
+            );
+        }
+        Ok((0..n)
+            .map(|i| std::net::SocketAddr::new(addr.ip(), addr.port() + i as u16).to_string())
+            .collect())
+    }
+
     /// The strategy with its knobs: the flags given, the node-agent's
     /// defaults for the rest. A knob of another strategy is an error, as
     /// the FederationRound CRD refuses `mu` without `fedprox`.
@@ -455,6 +484,28 @@ mod tests {
         }
         let argv = std::iter::once("simulate").chain(args.iter().copied());
         <Cli as clap::Parser>::try_parse_from(argv).unwrap().opts
+    }
+
+    #[test]
+    fn participant_metrics_ports_count_up_from_the_first() {
+        assert!(options(&[]).participant_metrics_addrs().unwrap().is_empty());
+        assert_eq!(
+            options(&["--participant-metrics-from", "127.0.0.1:9500"])
+                .participant_metrics_addrs()
+                .unwrap(),
+            ["127.0.0.1:9500", "127.0.0.1:9501", "127.0.0.1:9502"]
+        );
+        for (flag, needle) in [
+            ("localhost:9500", "not HOST:PORT with an IP address"),
+            ("127.0.0.1:65534", "past 65535"),
+            ("127.0.0.1:0", "from 0"),
+        ] {
+            let e = options(&["--participant-metrics-from", flag])
+                .participant_metrics_addrs()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{flag}: {e}");
+        }
     }
 
     #[test]

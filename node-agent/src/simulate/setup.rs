@@ -157,7 +157,8 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
             roster: roster.clone(),
             faults: plan.faults.get(i).cloned().unwrap_or_default(),
             // Several participants share this machine: one fixed port
-            // cannot serve them all, so only the aggregator serves metrics.
+            // cannot serve them all (--participant-metrics-from gives
+            // each its own).
             metrics_listen: None,
         };
         write_json(&party.config(), &config)?;
@@ -198,6 +199,16 @@ pub fn set_metrics_listen(layout: &Layout, addr: &str) -> anyhow::Result<()> {
     let mut config: AggregatorConfig = crate::config::read_json(&layout.aggregator.config())?;
     config.metrics_listen = Some(addr.to_string());
     write_json(&layout.aggregator.config(), &config)
+}
+
+/// Has participant i serve its metrics on `addrs[i]`.
+pub fn set_participant_metrics_listen(layout: &Layout, addrs: &[String]) -> anyhow::Result<()> {
+    for (party, addr) in layout.institutions.iter().zip(addrs) {
+        let mut config: ParticipantConfig = crate::config::read_json(&party.config())?;
+        config.metrics_listen = Some(addr.clone());
+        write_json(&party.config(), &config)?;
+    }
+    Ok(())
 }
 
 fn new_party(

@@ -133,13 +133,13 @@ pub(crate) mod tests {
     /// left open. Returns the grants exercised.
     pub(crate) async fn exercised() -> BTreeSet<Grant> {
         let (ctx, mut api) = testing::context();
-        let td = trust_domain::controller(ctx.client.clone())
+        let td = trust_domain::controller(ctx.client.clone(), None)
             .run(trust_domain::reconcile, error_policy, ctx.clone())
             .for_each(|_| async {});
-        let co = compute_offer::controller(ctx.client.clone())
+        let co = compute_offer::controller(ctx.client.clone(), None)
             .run(compute_offer::reconcile, error_policy, ctx.clone())
             .for_each(|_| async {});
-        let fr = federation_round::controller(ctx.client.clone())
+        let fr = federation_round::controller(ctx.client.clone(), None)
             .run(federation_round::reconcile, error_policy, ctx.clone())
             .for_each(|_| async {});
         let running = tokio::spawn(async move { tokio::join!(td, co, fr) });

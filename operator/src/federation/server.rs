@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::Api;
 use modelpub_crds::TrustDomain;
 use modelpub_protocol::envelope::{Expectation, Opened, RoundRule, open, seal};
 use modelpub_protocol::error::ProtocolError;
@@ -62,10 +61,8 @@ pub async fn serve(
 
 /// The TrustDomain whose endpoint name is `sni`.
 async fn domain_for(ctx: &Context, sni: &str) -> Option<TrustDomain> {
-    let all: Api<TrustDomain> = Api::all(ctx.client.clone());
-    let list = all.list(&Default::default()).await.ok()?;
-    list.items
-        .into_iter()
+    let list: Vec<TrustDomain> = ctx.config.scope.list(&ctx.client).await.ok()?;
+    list.into_iter()
         .find(|td| super::server_name(&td.spec.self_.name, &td.federation_name()) == sni)
 }
 
@@ -228,12 +225,9 @@ impl Endpoint {
             Status::invalid_argument(format!("{}: payload does not decode: {e}", env.kind))
         })?;
         let wanted = to(&unverified).to_string();
-        let all: Api<TrustDomain> = Api::all(self.ctx.client.clone());
-        let td = all
-            .list(&Default::default())
+        let td = (self.ctx.config.scope.list::<TrustDomain>(&self.ctx.client))
             .await
             .map_err(|e| Status::unavailable(format!("cannot list TrustDomains: {e}")))?
-            .items
             .into_iter()
             .find(|td| td.spec.self_.name == wanted && td.federation_name() == env.federation)
             .ok_or_else(|| {

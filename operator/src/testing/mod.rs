@@ -74,7 +74,8 @@ pub fn context_with(
         client,
         metrics: Metrics::new(&mut registry),
         config: Config::default(),
-        backoff: Backoff::default(),
+        // Exact delays, so scenarios can assert the requeue.
+        backoff: Backoff::exact(Duration::from_secs(5), Duration::from_secs(300)),
         clock,
         prober,
         aggregator_status: Arc::new(FixedStatus(Err("no aggregator in this test".into()))),

@@ -35,6 +35,7 @@ use crate::context::Context;
 use crate::controllers::{drive, reconcile_with_finalizer};
 use crate::error::Error;
 use crate::labels::selector_from_map;
+use crate::scope::api_in;
 
 /// The `controller` label of this controller's metrics.
 pub const CONTROLLER: &str = "computeoffer";
@@ -42,18 +43,18 @@ pub const CONTROLLER: &str = "computeoffer";
 /// Nodes are not watched: capacity is looked at again this often.
 pub const CAPACITY_REFRESH: Duration = Duration::from_secs(300);
 
-/// The controller: ComputeOffers in every namespace, reconciled again when
+/// The controller: ComputeOffers in `namespace` (every namespace for `None`), reconciled again when
 /// the TrustDomain they name changes (or appears). Its status is a pure
 /// function of spec, nodes and the clock's schedule position, so writing
 /// it again unchanged is a no-op that triggers nothing.
-pub fn controller(client: Client) -> Controller<ComputeOffer> {
+pub fn controller(client: Client, namespace: Option<&str>) -> Controller<ComputeOffer> {
     let controller = Controller::new(
-        Api::<ComputeOffer>::all(client.clone()),
+        api_in::<ComputeOffer>(&client, namespace),
         watcher::Config::default(),
     );
     let offers = controller.store();
     controller.watches(
-        Api::<TrustDomain>::all(client),
+        api_in::<TrustDomain>(&client, namespace),
         watcher::Config::default(),
         move |td| offers_of(&td, &offers.state()),
     )
@@ -69,9 +70,13 @@ pub fn offers_of(td: &TrustDomain, offers: &[Arc<ComputeOffer>]) -> Vec<ObjectRe
         .collect()
 }
 
-/// Runs the controller until its watches end.
+/// Runs the controller, one per watched namespace, until its watches end.
 pub async fn run(ctx: Arc<Context>) {
-    drive(CONTROLLER, controller(ctx.client.clone()), reconcile, ctx).await;
+    let each = ctx.config.scope.namespaces().into_iter().map(|ns| {
+        let controller = controller(ctx.client.clone(), ns.as_deref());
+        drive(CONTROLLER, controller, reconcile, ctx.clone())
+    });
+    futures::future::join_all(each).await;
 }
 
 /// One reconcile of `co`.

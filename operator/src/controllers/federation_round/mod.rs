@@ -47,6 +47,7 @@ use crate::error::Error;
 use crate::federation::domain::LocalDomain;
 use crate::federation::rounds;
 use crate::labels;
+use crate::scope::api_in;
 
 /// The `controller` label of this controller's metrics.
 pub const CONTROLLER: &str = "federationround";
@@ -54,21 +55,25 @@ pub const CONTROLLER: &str = "federationround";
 /// How often a running round's progress is polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The controller: FederationRounds in every namespace, and the children
-/// they own (only those the operator manages).
-pub fn controller(client: Client) -> Controller<FederationRound> {
+/// The controller: FederationRounds in `namespace` (every namespace for
+/// `None`), and the children they own (only those the operator manages).
+pub fn controller(client: Client, namespace: Option<&str>) -> Controller<FederationRound> {
     let managed = || watcher::Config::default().labels(&labels::managed_selector());
     Controller::new(
-        Api::<FederationRound>::all(client.clone()),
+        api_in::<FederationRound>(&client, namespace),
         watcher::Config::default(),
     )
-    .owns(Api::<Job>::all(client.clone()), managed())
-    .owns(Api::<Deployment>::all(client), managed())
+    .owns(api_in::<Job>(&client, namespace), managed())
+    .owns(api_in::<Deployment>(&client, namespace), managed())
 }
 
-/// Runs the controller until its watches end.
+/// Runs the controller, one per watched namespace, until its watches end.
 pub async fn run(ctx: Arc<Context>) {
-    drive(CONTROLLER, controller(ctx.client.clone()), reconcile, ctx).await;
+    let each = ctx.config.scope.namespaces().into_iter().map(|ns| {
+        let controller = controller(ctx.client.clone(), ns.as_deref());
+        drive(CONTROLLER, controller, reconcile, ctx.clone())
+    });
+    futures::future::join_all(each).await;
 }
 
 /// One reconcile of `fr`.
@@ -224,7 +229,14 @@ async fn apply(fr: &FederationRound, ctx: &Context) -> Result<Action, Error> {
         aggregator,
         agents: roster,
     };
-    let children = build::children(&round, &identities, &image, finished, &peer_cas)?;
+    let children = build::children(
+        &round,
+        &identities,
+        &image,
+        finished,
+        &peer_cas,
+        &ctx.config.metrics_from_namespaces,
+    )?;
     let (service, external) = apply_children(&round, children, &registrations, ctx).await?;
     if finished {
         return Ok(Action::await_change());

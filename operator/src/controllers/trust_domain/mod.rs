@@ -37,6 +37,7 @@ use crate::error::Error;
 use crate::federation::domain::LocalDomain;
 use crate::identity::{self, CA_CRT, SecretData};
 use crate::labels;
+use crate::scope::api_in;
 
 /// The `controller` label of this controller's metrics.
 pub const CONTROLLER: &str = "trustdomain";
@@ -44,22 +45,27 @@ pub const CONTROLLER: &str = "trustdomain";
 /// How often members are probed again while nothing changes.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The controller: TrustDomains in every namespace, and the Secrets they
-/// own (only those the operator manages, not every Secret).
-pub fn controller(client: Client) -> Controller<TrustDomain> {
+/// The controller: TrustDomains in `namespace` (every namespace for
+/// `None`), and the Secrets they own (only those the operator manages, not
+/// every Secret).
+pub fn controller(client: Client, namespace: Option<&str>) -> Controller<TrustDomain> {
     Controller::new(
-        Api::<TrustDomain>::all(client.clone()),
+        api_in::<TrustDomain>(&client, namespace),
         watcher::Config::default(),
     )
     .owns(
-        Api::<Secret>::all(client),
+        api_in::<Secret>(&client, namespace),
         watcher::Config::default().labels(&labels::managed_selector()),
     )
 }
 
-/// Runs the controller until its watches end.
+/// Runs the controller, one per watched namespace, until its watches end.
 pub async fn run(ctx: Arc<Context>) {
-    drive(CONTROLLER, controller(ctx.client.clone()), reconcile, ctx).await;
+    let each = ctx.config.scope.namespaces().into_iter().map(|ns| {
+        let controller = controller(ctx.client.clone(), ns.as_deref());
+        drive(CONTROLLER, controller, reconcile, ctx.clone())
+    });
+    futures::future::join_all(each).await;
 }
 
 /// One reconcile of `td`.

@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    ContainerPort, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
     ResourceRequirements, SecretVolumeSource, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use modelpub_agent_config::pod::{
-    TORCH_THREADS_ENV, VAULT_KEY, VAULT_KEY_DIR, VAULT_VOLUME_DIR, demo_vault_dir,
+    METRICS_PORT, TORCH_THREADS_ENV, VAULT_KEY, VAULT_KEY_DIR, VAULT_VOLUME_DIR, demo_vault_dir,
 };
 use modelpub_crds::federation_round::{AgentResources, VaultSpec};
 
@@ -122,6 +122,14 @@ pub fn job(round: &Round, vault: &VaultSpec, image: &str) -> Job {
     };
     let mut main = pod::container("participant", image, pod::role_args("participant"), mounts);
     main.resources = resources(&spec.resources);
+    // Named like the aggregator's, so one PodMonitor (the chart's) scrapes
+    // both roles' metrics.
+    main.ports = Some(vec![ContainerPort {
+        name: Some(super::aggregator::METRICS_PORT_NAME.into()),
+        container_port: i32::from(METRICS_PORT),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }]);
     main.env = torch_threads(&spec.resources).map(|n| {
         vec![EnvVar {
             name: TORCH_THREADS_ENV.into(),

@@ -383,7 +383,8 @@ mod tests {
             Some("mnist-agent-hospital-b")
         );
         let children =
-            super::super::children(&at_clinic, &ids_of(&fr), "img", false, &["CA".into()]).unwrap();
+            super::super::children(&at_clinic, &ids_of(&fr), "img", false, &["CA".into()], &[])
+                .unwrap();
         assert!(children.external_service.is_some());
         let config: AggregatorConfig =
             serde_json::from_str(&children.config_maps[0].data.as_ref().unwrap()[CONFIG_FILE])

@@ -197,13 +197,15 @@ pub struct Children {
 /// (`spec.image` or the operator's default); `finished` once the run is
 /// over (the aggregator is scaled to zero); `peer_cas` the CAs pinned for
 /// the members holding the other vaults (their participants' client
-/// certificates chain to them).
+/// certificates chain to them); `metrics_from` the namespaces admitted to
+/// the metrics port (empty: all).
 pub fn children(
     round: &Round,
     identities: &Identities,
     image: &str,
     finished: bool,
     peer_cas: &[String],
+    metrics_from: &[String],
 ) -> Result<Children, Error> {
     let mut aggregator_config = config::aggregator(round, identities)?;
     aggregator_config.peer_client_cas = peer_cas.to_vec();
@@ -221,7 +223,7 @@ pub fn children(
         deployment: aggregator::deployment(round, image, finished),
         service: aggregator::service(round),
         jobs,
-        network_policy: network_policy::network_policy(round, spans),
+        network_policy: network_policy::network_policy(round, spans, metrics_from),
         external_service: spans.then(|| aggregator::external_service(round)),
     })
 }
@@ -275,7 +277,7 @@ mod tests {
     fn children_cover_every_vault_and_are_owned_by_the_round() {
         let fr = round_fixture();
         let round = Round::new(&fr).unwrap();
-        let children = children(&round, &identities(&fr), "img:1", false, &[]).unwrap();
+        let children = children(&round, &identities(&fr), "img:1", false, &[], &[]).unwrap();
         let cm_names: Vec<_> = children
             .config_maps
             .iter()
