@@ -10,6 +10,7 @@ pub mod dockerfile;
 pub mod helm;
 pub mod kubelet;
 pub mod manifest;
+pub mod pod_monitor;
 pub mod prometheus;
 pub mod rbac;
 pub mod readme;

@@ -41,6 +41,14 @@ pub struct Job {
     pub targets: Vec<String>,
 }
 
+/// A scrape job whose targets come from a `file_sd` file (rewritten as
+/// pods come and go), with `relabel_configs` (replace actions).
+pub struct FileSdJob {
+    pub name: String,
+    pub file: PathBuf,
+    pub relabelings: Vec<crate::pod_monitor::Relabel>,
+}
+
 pub struct Prometheus {
     child: Child,
     pub addr: SocketAddr,
@@ -52,6 +60,12 @@ impl Prometheus {
     /// Starts Prometheus under `dir` scraping `jobs` every second, and waits
     /// until it is ready.
     pub fn start(dir: &Path, jobs: &[Job]) -> Result<Self, String> {
+        Self::start_with(dir, jobs, &[])
+    }
+
+    /// As [`Self::start`], with jobs discovered from `file_sd` files too
+    /// (re-read every second).
+    pub fn start_with(dir: &Path, jobs: &[Job], discovered: &[FileSdJob]) -> Result<Self, String> {
         let bin = prometheus_bin()?;
         let mut config = String::from(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
@@ -63,6 +77,22 @@ impl Prometheus {
                 job.name,
                 targets.join(", ")
             ));
+        }
+        for job in discovered {
+            config.push_str(&format!(
+                "  - job_name: '{}'\n    file_sd_configs:\n      - files: ['{}']\n        refresh_interval: 1s\n    relabel_configs:\n",
+                job.name,
+                job.file.display()
+            ));
+            for r in &job.relabelings {
+                let sources: Vec<String> =
+                    r.source_labels.iter().map(|s| format!("'{s}'")).collect();
+                config.push_str(&format!(
+                    "      - source_labels: [{}]\n        target_label: '{}'\n",
+                    sources.join(", "),
+                    r.target_label
+                ));
+            }
         }
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, config).map_err(|e| format!("prometheus.yml: {e}"))?;

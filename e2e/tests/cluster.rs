@@ -74,6 +74,10 @@ async fn steps(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
     );
     operator_runs_as_its_service_account(cluster, &operator).await?;
 
+    // A Prometheus configured from the chart's PodMonitor scrapes the
+    // example round's pods while it runs (checked after step 4).
+    let scraping = RoundScrape::start(cluster)?;
+
     step(
         3,
         "the README's walk-through: TrustDomain, ComputeOffer, vault keys, FederationRound",
@@ -87,6 +91,9 @@ async fn steps(cluster: &Cluster, started: Instant) -> anyhow::Result<()> {
         "the example round succeeds with the accuracy `modelpub simulate` reaches",
     );
     example_round_succeeds_like_the_simulation(cluster).await?;
+    if let Some(scraping) = scraping {
+        scraping.saw_the_round().await?;
+    }
 
     step(5, "a participant killed mid-round is counted as dropped");
     killed_participant_is_dropped(cluster).await?;
@@ -222,6 +229,111 @@ fn operator_token_stays_in_its_namespace(cluster: &Cluster) -> anyhow::Result<()
     }
     kubectl(&["delete", "namespace", "not-watched", "--wait=false"]).ok()?;
     Ok(())
+}
+
+// ----- the chart's PodMonitor, scraped ------------------------------------
+
+/// Prometheus (the Debian package) scraping what the chart's PodMonitor
+/// selects, its targets rewritten from the cluster's pods every half
+/// second as prometheus-operator's discovery would have them. Local
+/// clusters only: a real cluster's pod IPs are not reachable from the test
+/// host, and there prometheus-operator itself reads the PodMonitor.
+struct RoundScrape {
+    prometheus: modelpub_e2e::prometheus::Prometheus,
+    refresher: tokio::task::JoinHandle<()>,
+    started: f64,
+    _dir: tempfile::TempDir,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+impl RoundScrape {
+    fn start(cluster: &Cluster) -> anyhow::Result<Option<Self>> {
+        use modelpub_e2e::pod_monitor;
+        use modelpub_e2e::prometheus::{FileSdJob, Prometheus};
+        if !cluster.is_local() {
+            eprintln!("(the PodMonitor scrape runs on local clusters only)");
+            return Ok(None);
+        }
+        let rendered =
+            modelpub_e2e::helm::template("modelpub", NS, &["--set", "podMonitor.enabled=true"]);
+        let docs = modelpub_e2e::manifest::parse_documents(&rendered)?;
+        let monitor = docs
+            .into_iter()
+            .find(|d| d["kind"] == "PodMonitor")
+            .context("the chart rendered no PodMonitor with podMonitor.enabled=true")?;
+        let job = pod_monitor::scrape_job(&monitor)?;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("targets.json");
+        std::fs::write(&file, "[]")?;
+        let prometheus = Prometheus::start_with(
+            dir.path(),
+            &[],
+            &[FileSdJob {
+                name: "podMonitor/modelpub/modelpub-rounds/0".into(),
+                file: file.clone(),
+                relabelings: pod_monitor::relabel_configs(&job),
+            }],
+        )
+        .map_err(anyhow::Error::msg)?;
+        let pods: Api<Pod> = Api::all(cluster.client.clone());
+        let refresher = tokio::spawn(async move {
+            loop {
+                if let Ok(list) = pods.list(&ListParams::default()).await
+                    && let Ok(groups) = pod_monitor::targets(&monitor, &list.items)
+                {
+                    let next = file.with_extension("json.new");
+                    if std::fs::write(&next, Value::Array(groups).to_string()).is_ok() {
+                        std::fs::rename(&next, &file).ok();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Ok(Some(Self {
+            prometheus,
+            refresher,
+            started: unix_now(),
+            _dir: dir,
+        }))
+    }
+
+    /// The round's aggregator and participant series, labelled with the
+    /// namespace and role the PodMonitor gives them.
+    async fn saw_the_round(self) -> anyhow::Result<()> {
+        self.refresher.abort();
+        let end = unix_now();
+        let prometheus = &self.prometheus;
+        for (what, query) in [
+            (
+                "the aggregator's rounds",
+                format!(
+                    r#"modelpub_rounds_total{{namespace="{NS}",role="aggregator",federation="{EXAMPLE_ROUND}"}}"#
+                ),
+            ),
+            (
+                "the participants' rounds",
+                format!(
+                    r#"modelpub_participant_rounds_total{{namespace="{NS}",role="node-agent",federation="{EXAMPLE_ROUND}"}}"#
+                ),
+            ),
+        ] {
+            let result = prometheus
+                .query_range(&query, self.started, end, 1.0)
+                .map_err(anyhow::Error::msg)?;
+            ensure!(
+                !modelpub_e2e::prometheus::finite_values(&result).is_empty(),
+                "Prometheus, configured from the chart's PodMonitor, has no series for {what} (`{query}`); its log:\n{}",
+                prometheus.log_text()
+            );
+        }
+        Ok(())
+    }
 }
 
 // ----- step 4: the example round -----------------------------------------
