@@ -1199,4 +1199,12 @@ fn notes_warn_that_the_default_images_are_not_published() {
         "nodeAgent.image.repository=registry.example/modelpub-node-agent",
     ]);
     assert!(!own.contains("ImagePullBackOff"), "{own}");
+    // The notes say where the operator reconciles, per install mode.
+    assert!(
+        default.contains(&format!("only in {NAMESPACE}"))
+            && default.contains(&format!("kubectl apply -n {NAMESPACE}")),
+        "{default}"
+    );
+    let wide = notes(&["--set", "rbac.clusterWide=true"]);
+    assert!(wide.contains("in every namespace"), "{wide}");
 }
