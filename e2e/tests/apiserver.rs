@@ -1508,18 +1508,17 @@ async fn events_k8s_io_events_are_core_events() {
     assert_eq!(none["items"], json!([]));
 }
 
-/// Server-side apply on /status (how the operator writes status) owns
-/// status fields separately from the spec's managers.
-#[tokio::test]
-async fn server_side_apply_on_status() {
-    let (_server, client) = start().await;
+/// A server with the chart's CRDs and the example TrustDomain applied by
+/// manager `user`; the TrustDomain API and the applied object.
+async fn applied_trust_domain() -> (ApiServer, Api<DynamicObject>, DynamicObject) {
+    let (server, client) = start().await;
     install_chart_crds(&client).await;
     namespace(&client, "modelpub").await;
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("modelpub.io", "v1alpha1", "TrustDomain"),
         "trustdomains",
     );
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "modelpub", &ar);
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "modelpub", &ar);
     let td: DynamicObject = serde_json::from_value(trust_domain()).unwrap();
     api.patch(
         "cardio-research",
@@ -1528,6 +1527,14 @@ async fn server_side_apply_on_status() {
     )
     .await
     .unwrap();
+    (server, api, td)
+}
+
+/// Server-side apply on /status (how the operator writes status) owns
+/// status fields separately from the spec's managers.
+#[tokio::test]
+async fn server_side_apply_on_status() {
+    let (_server, api, td) = applied_trust_domain().await;
     let status = json!({"apiVersion": "modelpub.io/v1alpha1", "kind": "TrustDomain",
         "status": {"identityFingerprint": "SHA256:aa", "conditions": [{"type": "Ready", "status": "True",
             "reason": "Issued", "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
@@ -1567,22 +1574,7 @@ async fn server_side_apply_on_status() {
 /// https://kubernetes.io/docs/reference/using-api/server-side-apply/#merge-strategy
 #[tokio::test]
 async fn server_side_apply_merges_conditions_by_type() {
-    let (_server, client) = start().await;
-    install_chart_crds(&client).await;
-    namespace(&client, "modelpub").await;
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("modelpub.io", "v1alpha1", "TrustDomain"),
-        "trustdomains",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "modelpub", &ar);
-    let td: DynamicObject = serde_json::from_value(trust_domain()).unwrap();
-    api.patch(
-        "cardio-research",
-        &PatchParams::apply("user"),
-        &Patch::Apply(&td),
-    )
-    .await
-    .unwrap();
+    let (_server, api, _) = applied_trust_domain().await;
     let condition = |kind: &str, status: &str| {
         json!({"apiVersion": "modelpub.io/v1alpha1", "kind": "TrustDomain",
             "status": {"conditions": [{"type": kind, "status": status, "reason": "Checked",
