@@ -16,3 +16,13 @@ echo "== cargo build (binaries the end-to-end suites run)"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2
+echo "== images (scripts/images.sh: build both, run them as the chart does)"
+case "${MODELPUB_IMAGES:-auto}" in
+  off) echo "images: skipped (MODELPUB_IMAGES=off)" ;;
+  *)
+    if docker info >/dev/null 2>&1; then
+      bash scripts/images.sh
+    else
+      echo "images: SKIPPED: no Docker engine answers here (docker info failed); the images were not built" >&2
+    fi ;;
+esac

@@ -1,7 +1,8 @@
-//! The images in `deploy/docker/`: read without a Docker engine, checked
-//! for what would break a build or a restricted pod: every file they copy
-//! from the build context exists and is not excluded by `.dockerignore`,
-//! `--from` names an earlier stage, and the final stage runs as non-root.
+//! The images in `deploy/docker/Dockerfile`: read without a Docker engine,
+//! checked for what would break a build or a restricted pod: every file
+//! copied from the build context exists and is not excluded by
+//! `.dockerignore`, `--from` names an earlier stage, and both targets run
+//! as non-root. `scripts/images.sh` builds and runs them where Docker is.
 
 use std::collections::BTreeSet;
 
@@ -25,8 +26,11 @@ fn dockerignore() -> Vec<String> {
         .collect()
 }
 
-/// Checks one Dockerfile and returns the final stage.
-fn check(name: &str) -> Stage {
+const DOCKERFILE: &str = "Dockerfile";
+
+/// Checks the Dockerfile's COPY instructions and returns its stages.
+fn checked() -> Vec<Stage> {
+    let name = DOCKERFILE;
     let (_, stages) = read(name);
     let ignored = dockerignore();
     let mut earlier: BTreeSet<String> = BTreeSet::new();
@@ -72,16 +76,26 @@ fn check(name: &str) -> Stage {
             earlier.insert(n.clone());
         }
     }
-    let last = stages.last().cloned().expect("at least one stage");
-    let user = last
+    stages
+}
+
+/// The `--target` stage an image is built from, checked to run as a
+/// numeric non-root user (what the chart's runAsNonRoot can verify).
+fn target(stages: &[Stage], target: &str) -> Stage {
+    let stage = stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some(target))
+        .cloned()
+        .unwrap_or_else(|| panic!("{DOCKERFILE}: no stage named {target}"));
+    let user = stage
         .instructions
         .iter()
         .rev()
         .find(|i| i.keyword == "USER")
-        .unwrap_or_else(|| panic!("{name}: the final stage sets no USER"));
+        .unwrap_or_else(|| panic!("{DOCKERFILE}: target {target} sets no USER"));
     assert!(
         !dockerfile::is_root_user(&user.args),
-        "{name}: final USER {} is root",
+        "{DOCKERFILE}: target {target}'s USER {} is root",
         user.args
     );
     assert!(
@@ -89,10 +103,10 @@ fn check(name: &str) -> Stage {
             .split(':')
             .next()
             .is_some_and(|u| u.parse::<u32>().is_ok()),
-        "{name}: USER {} should be numeric so runAsNonRoot can verify it",
+        "{DOCKERFILE}: USER {} should be numeric so runAsNonRoot can verify it",
         user.args
     );
-    last
+    stage
 }
 
 fn entrypoint(stage: &Stage) -> Vec<String> {
@@ -101,7 +115,7 @@ fn entrypoint(stage: &Stage) -> Vec<String> {
         .iter()
         .rev()
         .find(|i| i.keyword == "ENTRYPOINT")
-        .expect("ENTRYPOINT in the final stage");
+        .expect("ENTRYPOINT in the target stage");
     serde_json::from_str(&ins.args).expect("ENTRYPOINT in exec (JSON) form")
 }
 
@@ -114,14 +128,14 @@ fn builds(stages: &[Stage], needle: &str) -> bool {
 
 #[test]
 fn operator_image_builds_the_operator_into_distroless_nonroot() {
-    let last = check("operator.Dockerfile");
+    let stages = checked();
+    let operator = target(&stages, "operator");
     assert!(
-        last.base.starts_with("gcr.io/distroless/cc"),
+        operator.base.starts_with("gcr.io/distroless/cc"),
         "runtime base: {}",
-        last.base
+        operator.base
     );
-    assert_eq!(entrypoint(&last), ["/usr/local/bin/modelpub-operator"]);
-    let (_, stages) = read("operator.Dockerfile");
+    assert_eq!(entrypoint(&operator), ["/usr/local/bin/modelpub-operator"]);
     assert!(builds(
         &stages,
         "-p modelpub-operator --bin modelpub-operator"
@@ -129,18 +143,36 @@ fn operator_image_builds_the_operator_into_distroless_nonroot() {
 }
 
 #[test]
-fn node_agent_image_links_cuda_libtorch_and_runs_nonroot() {
-    let last = check("node-agent.Dockerfile");
-    assert_eq!(entrypoint(&last), ["modelpub"]);
-    let (text, stages) = read("node-agent.Dockerfile");
+fn node_agent_image_links_the_wheels_libtorch_into_a_slim_nonroot_runtime() {
+    let stages = checked();
+    let agent = target(&stages, "node-agent");
+    assert_eq!(entrypoint(&agent), ["modelpub"]);
+    let (text, _) = read(DOCKERFILE);
+    // Slim: the runtime starts from Debian slim, not the build stage or a
+    // CUDA image (the wheels bring CUDA), and carries no Python, pip,
+    // virtualenv or compiler.
+    assert_eq!(agent.base, "debian:bookworm-slim");
+    for ins in &agent.instructions {
+        for banned in ["python", "pip", "/opt/venv", "build-essential", "rustup"] {
+            assert!(
+                !ins.args.contains(banned),
+                "node-agent stage line {} mentions {banned}: {}",
+                ins.line,
+                ins.args
+            );
+        }
+    }
     assert!(
-        text.contains("nvidia/cuda:") && text.contains("cudnn"),
-        "CUDA base image"
+        agent
+            .instructions
+            .iter()
+            .any(|i| i.keyword == "COPY" && i.args.contains("/out/libtorch /opt/libtorch")),
+        "the runtime copies only libtorch's libraries from the build stage"
     );
     assert!(builds(&stages, "torch==${TORCH_VERSION}") && text.contains("TORCH_VERSION=2.13.0"));
     assert!(builds(&stages, "-p modelpub-node-agent --bin modelpub"));
     assert!(text.contains("LIBTORCH_USE_PYTORCH=1"));
-    let env: Vec<_> = last
+    let env: Vec<_> = agent
         .instructions
         .iter()
         .filter(|i| i.keyword == "ENV")
@@ -150,6 +182,18 @@ fn node_agent_image_links_cuda_libtorch_and_runs_nonroot() {
             .any(|i| i.args.contains("LD_LIBRARY_PATH=") && i.args.contains("torch/lib")),
         "the runtime finds libtorch through LD_LIBRARY_PATH"
     );
+}
+
+#[test]
+fn the_classic_builder_can_build_it() {
+    // No engine here needs buildx: no `# syntax` directive (it would pull
+    // docker/dockerfile from a registry) and no BuildKit-only RUN flags.
+    let (text, _) = read(DOCKERFILE);
+    assert!(
+        !text.contains("# syntax="),
+        "a # syntax line needs BuildKit and a registry"
+    );
+    assert!(!text.contains("--mount="), "RUN --mount needs BuildKit");
 }
 
 #[test]
