@@ -100,3 +100,42 @@ fn secagg_benchmark_reports_a_correct_round_as_json() {
         &["dropout", "1.5"],
     );
 }
+
+#[test]
+fn secagg_benchmark_runs_the_same_work_at_any_neighbour_count() {
+    let run = |k: &str| {
+        let out = modelpub(&[
+            "bench",
+            "secagg",
+            "--participants",
+            "12",
+            "--params",
+            "1000",
+            "--dropout",
+            "0.1",
+            "--neighbours",
+            k,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // n = 12 defaults to the complete graph (k = 11); 4 is a sparse ring.
+    let sparse = run("4");
+    assert_eq!(sparse["neighbours"], 4);
+    assert_eq!(sparse["threshold"], 3);
+    assert_eq!(sparse["correct"], true);
+    assert!(sparse["client_masks"].as_f64().unwrap() <= 5.0);
+    assert_eq!(run("11")["neighbours"], 11);
+    // Odd and not n - 1: no circulant graph has that degree.
+    assert_fails_with(
+        &modelpub(&[
+            "bench",
+            "secagg",
+            "--participants",
+            "12",
+            "--neighbours",
+            "5",
+        ]),
+        &["k = 5", "even"],
+    );
+}

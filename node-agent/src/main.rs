@@ -132,6 +132,15 @@ enum BenchCommand {
         /// Fraction of participants that drop out.
         #[arg(long, default_value_t = 0.0)]
         dropout: f64,
+        /// Neighbours per participant, k (default min(n − 1, 8·⌈log₂ n⌉));
+        /// even, or n − 1 for the complete graph.
+        #[arg(long, value_name = "K")]
+        neighbours: Option<usize>,
+        /// Threads masking and unmasking may use (default: every core this
+        /// process may use); the sum is the same for any count.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
+        /// Seed of the round's inputs, keys and dropouts.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -225,14 +234,22 @@ fn run(command: Command) -> anyhow::Result<()> {
                     participants,
                     params,
                     dropout,
+                    neighbours,
+                    threads,
                     seed,
                 },
         } => {
             if !(0.0..1.0).contains(&dropout) {
                 anyhow::bail!("--dropout must be at least 0 and below 1, got {dropout}");
             }
-            let report =
-                modelpub_protocol::secagg::bench::bench_round(participants, params, dropout, seed)?;
+            let report = modelpub_protocol::secagg::bench::bench_round(
+                participants,
+                params,
+                dropout,
+                neighbours,
+                threads.map(usize::from),
+                seed,
+            )?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

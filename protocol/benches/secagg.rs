@@ -94,6 +94,8 @@ fn main() {
                 n.parse().unwrap(),
                 len.parse().unwrap(),
                 dropout.parse().unwrap(),
+                None,
+                None,
                 1,
             )
             .unwrap();

@@ -73,12 +73,27 @@ fn run_round(
     drops: &[Drop],
     chunk: usize,
 ) -> Result<(Vec<u32>, Vec<usize>), SecAggError> {
+    run_round_on_threads(p, inputs, drops, chunk, None)
+}
+
+/// [`run_round`] with every party's mask work capped at `threads`.
+fn run_round_on_threads(
+    p: &Params,
+    inputs: &[Vec<u32>],
+    drops: &[Drop],
+    chunk: usize,
+    threads: Option<usize>,
+) -> Result<(Vec<u32>, Vec<usize>), SecAggError> {
     let mut server = Server::new(p.clone())?;
     let mut clients: Vec<Client> = p
         .participants
         .iter()
         .map(|n| Client::new(p.clone(), n).unwrap())
         .collect();
+    if let Some(t) = threads {
+        server.set_threads(t);
+        clients.iter_mut().for_each(|c| c.set_threads(t));
+    }
     let at_least = |i: usize, stage: Drop| drops[i] >= stage;
     for (i, c) in clients.iter().enumerate() {
         if at_least(i, Drop::AfterAdvertise) {
@@ -652,6 +667,34 @@ fn sparse_graph_with_every_kind_of_dropout_sums_exactly() {
         })
         .collect();
     assert_eq!(sum, expected);
+}
+
+#[test]
+fn any_thread_count_gives_the_same_exact_sum_with_dropouts_at_every_stage() {
+    // Three whole 2048-word tiles and a ragged tail, uploaded in chunks that
+    // straddle tiles, so thread ranges start mid-chunk and mid-keystream.
+    let len = 3 * 2048 + 5;
+    let mut p = params(12, len);
+    p.neighbours = 8;
+    p.threshold = 5;
+    p.validate().unwrap();
+    let mut drops = vec![Drop::Never; 12];
+    drops[1] = Drop::BeforeAdvertise;
+    drops[4] = Drop::AfterAdvertise;
+    drops[7] = Drop::AfterShareKeys;
+    drops[10] = Drop::AfterUpload;
+    assert!(feasible(&p, &drops));
+    let inputs = test_inputs(12, len);
+    let mut sums = Vec::new();
+    for threads in [1, 2, 3, 5] {
+        let (sum, u3) = run_round_on_threads(&p, &inputs, &drops, 3001, Some(threads)).unwrap();
+        let expected: Vec<u32> = (0..len)
+            .map(|j| (u3.iter()).fold(0u32, |acc, &i| acc.wrapping_add(inputs[i][j])))
+            .collect();
+        assert_eq!(sum, expected, "{threads} threads");
+        sums.push(sum);
+    }
+    assert!(sums.windows(2).all(|w| w[0] == w[1]));
 }
 
 fn test_inputs(n: usize, len: usize) -> Vec<Vec<u32>> {

@@ -26,6 +26,9 @@ pub struct BenchReport {
     pub threshold: usize,
     pub survivors: usize,
     pub dropped: usize,
+    /// Threads masking and unmasking used; the bounds are measured with as
+    /// many threads generating keystream side by side.
+    pub threads: usize,
     /// Mean per client: advertising, dealing and receiving shares.
     pub client_setup_seconds: f64,
     /// Mean per surviving client: masking its whole vector.
@@ -116,6 +119,28 @@ fn keystream(seed: u64, streams: usize, words: usize) -> Result<(), SecAggError>
     Ok(())
 }
 
+/// The same keystream on `threads` threads, each generating its share of
+/// every stream's words (as the masking does), side by side.
+fn keystream_parallel(
+    seed: u64,
+    streams: usize,
+    words: usize,
+    threads: usize,
+) -> Result<(), SecAggError> {
+    if threads <= 1 {
+        return keystream(seed, streams, words);
+    }
+    let per = words.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(move || keystream(seed, streams, per)))
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or(Err(SecAggError::WorkerPanicked)))
+    })
+}
+
 /// A round driven up to `Server::finish`, with what was measured so far.
 struct Prepared {
     params: Params,
@@ -134,6 +159,8 @@ fn prepare(
     participants: usize,
     params_len: usize,
     dropout: f64,
+    neighbours: Option<usize>,
+    threads: usize,
     seed: u64,
 ) -> Result<Prepared, SecAggError> {
     if !(0.0..1.0).contains(&dropout) {
@@ -144,7 +171,14 @@ fn prepare(
     let names: Vec<String> = (0..participants)
         .map(|i| format!("participant-{i:05}"))
         .collect();
-    let params = Params::new(7, "bench", names, derive(seed, "graph", ""), params_len)?;
+    let mut params = Params::new(7, "bench", names, derive(seed, "graph", ""), params_len)?;
+    if let Some(k) = neighbours {
+        // The same work at any k (e.g. another implementation's), with the
+        // default majority threshold for that k.
+        params.neighbours = k;
+        params.threshold = Params::default_threshold(k);
+        params.validate()?;
+    }
     let graph = Graph::new(&params);
     let n = params.n();
     let drop_count = ((dropout * n as f64).round() as usize).min(n);
@@ -157,11 +191,13 @@ fn prepare(
     })?;
 
     let mut server = Server::new(params.clone())?;
+    server.set_threads(threads);
     let mut clients = Vec::with_capacity(n);
     let mut bytes = vec![0usize; n];
     let setup = Instant::now();
     for name in &params.participants {
-        let client = Client::new(params.clone(), name)?;
+        let mut client = Client::new(params.clone(), name)?;
+        client.set_threads(threads);
         let keys = client.advertise();
         bytes[clients.len()] += keys.to_bytes().len();
         server.receive_keys(name, keys)?;
@@ -246,18 +282,31 @@ pub fn server_ready_to_finish(
     dropout: f64,
     seed: u64,
 ) -> Result<Server, SecAggError> {
-    Ok(prepare(participants, params_len, dropout, seed)?.server)
+    Ok(prepare(
+        participants,
+        params_len,
+        dropout,
+        None,
+        prg::default_threads(),
+        seed,
+    )?
+    .server)
 }
 
 /// Runs one round of `participants` clients over `params_len` coordinates,
 /// with a `dropout` fraction of clients vanishing after ShareKeys (the case
-/// that costs the server most), and reports the timings.
+/// that costs the server most), and reports the timings. `neighbours`
+/// overrides the default k (`Params::default_neighbours`), `threads` the
+/// default thread count (all this process may use).
 pub fn bench_round(
     participants: usize,
     params_len: usize,
     dropout: f64,
+    neighbours: Option<usize>,
+    threads: Option<usize>,
     seed: u64,
 ) -> Result<BenchReport, SecAggError> {
+    let threads = threads.unwrap_or_else(prg::default_threads).max(1);
     // Bring the core to its sustained clock before anything is timed, so
     // the first configuration in a process is not penalised.
     let warm = derive(seed, "warm-up", "");
@@ -265,7 +314,7 @@ pub fn bench_round(
     while start.elapsed().as_secs_f64() < 0.2 {
         prg::burn_keystream(&warm, 1 << 16)?;
     }
-    let p = prepare(participants, params_len, dropout, seed)?;
+    let p = prepare(participants, params_len, dropout, neighbours, threads, seed)?;
     let server_masks = p.server.masks_to_remove();
     let server_working_set_words = p.server.working_set_len();
     // Best of two on clones: a long run on a shared machine is more likely
@@ -289,8 +338,12 @@ pub fn bench_round(
     })?;
     std::hint::black_box(&acc);
     let client_streams = p.client_masks.round() as usize;
-    let client_bound = best_of(3, || keystream(seed, client_streams, params_len))? + summing;
-    let server_bound = best_of(2, || keystream(seed, server_masks, params_len))? + summing;
+    let client_bound = best_of(3, || {
+        keystream_parallel(seed, client_streams, params_len, threads)
+    })? + summing / threads as f64;
+    let server_bound = best_of(2, || {
+        keystream_parallel(seed, server_masks, params_len, threads)
+    })? + summing / threads as f64;
 
     Ok(BenchReport {
         participants: p.params.n(),
@@ -300,6 +353,7 @@ pub fn bench_round(
         threshold: p.params.threshold,
         survivors: p.survivors,
         dropped: p.dropped,
+        threads,
         client_setup_seconds: p.client_setup_seconds,
         client_mask_seconds: p.client_mask_seconds,
         client_masks: p.client_masks,

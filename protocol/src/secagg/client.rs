@@ -56,6 +56,8 @@ pub struct Client {
     /// Which kind of share was revealed for each peer, so a later request
     /// for the other kind is refused.
     revealed: BTreeMap<usize, ShareKind>,
+    /// Threads masking may use (default: all this process may use).
+    threads: usize,
 }
 
 impl Client {
@@ -88,7 +90,14 @@ impl Client {
             own_pair: None,
             masks: Vec::new(),
             revealed: BTreeMap::new(),
+            threads: super::prg::default_threads(),
         })
+    }
+
+    /// Caps the threads masking uses (at least one); the masked words are
+    /// the same for any count.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     pub fn name(&self) -> &str {
@@ -285,7 +294,7 @@ impl Client {
         for (seed, sign) in &self.masks {
             set.push(seed, *sign);
         }
-        set.apply(input, offset)
+        set.apply_parallel(input, offset, self.threads)
     }
 
     /// Number of masks (self mask plus pairwise masks) this client applies.

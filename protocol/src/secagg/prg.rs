@@ -15,6 +15,8 @@
 use chacha20::ChaCha20;
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 
+use zeroize::Zeroizing;
+
 use super::error::SecAggError;
 
 /// Words per tile: 8 KiB of output plus 8 KiB of keystream fit in L1.
@@ -26,9 +28,12 @@ pub(crate) enum Sign {
     Sub,
 }
 
-/// A set of masks to add to (or subtract from) a vector.
+/// A set of masks to add to (or subtract from) a vector: the seeds, from
+/// which each application makes its own keystreams (ciphers are not
+/// `Clone`, and each thread needs its own, seeked to its range).
+#[derive(Clone)]
 pub(crate) struct MaskSet {
-    streams: Vec<(ChaCha20, Sign)>,
+    seeds: Vec<(Zeroizing<[u8; 32]>, Sign)>,
 }
 
 fn stream(seed: &[u8; 32]) -> ChaCha20 {
@@ -48,26 +53,33 @@ fn fill(cipher: &mut ChaCha20, buf: &mut [u8]) -> Result<(), SecAggError> {
         .map_err(|_| SecAggError::InvalidParams("mask longer than the keystream".into()))
 }
 
+/// How many threads mask work may use: what this process is allowed
+/// (`available_parallelism` honours cgroup CPU quotas, so a pod's limit).
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl MaskSet {
     pub(crate) fn new() -> Self {
-        MaskSet {
-            streams: Vec::new(),
-        }
+        MaskSet { seeds: Vec::new() }
     }
 
     pub(crate) fn push(&mut self, seed: &[u8; 32], sign: Sign) {
-        self.streams.push((stream(seed), sign));
+        self.seeds.push((Zeroizing::new(*seed), sign));
     }
 
     /// Applies every mask's words [offset, offset + out.len()) to `out`.
-    pub(crate) fn apply(&mut self, out: &mut [u32], offset: usize) -> Result<(), SecAggError> {
-        for (cipher, _) in &mut self.streams {
-            seek(cipher, offset)?;
+    pub(crate) fn apply(&self, out: &mut [u32], offset: usize) -> Result<(), SecAggError> {
+        let mut streams = Vec::with_capacity(self.seeds.len());
+        for (seed, sign) in &self.seeds {
+            let mut cipher = stream(seed);
+            seek(&mut cipher, offset)?;
+            streams.push((cipher, *sign));
         }
         let mut ks = vec![0u8; TILE_WORDS * 4];
         for tile in out.chunks_mut(TILE_WORDS) {
             let ks = &mut ks[..tile.len() * 4];
-            for (cipher, sign) in &mut self.streams {
+            for (cipher, sign) in &mut streams {
                 fill(cipher, ks)?;
                 match sign {
                     Sign::Add => add_words(tile, ks),
@@ -76,6 +88,36 @@ impl MaskSet {
             }
         }
         Ok(())
+    }
+
+    /// [`MaskSet::apply`] on up to `threads` threads: each takes one
+    /// contiguous range of `out` (whole tiles) and makes its own keystreams,
+    /// seeked to that range, so nothing is shared and no mask is
+    /// materialised. Addition mod 2^32 commutes, so the result is bit for
+    /// bit the single-threaded one.
+    pub(crate) fn apply_parallel(
+        &self,
+        out: &mut [u32],
+        offset: usize,
+        threads: usize,
+    ) -> Result<(), SecAggError> {
+        let per = out
+            .len()
+            .div_ceil(threads.max(1))
+            .next_multiple_of(TILE_WORDS);
+        if per >= out.len() {
+            return self.apply(out, offset);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = out
+                .chunks_mut(per)
+                .enumerate()
+                .map(|(i, part)| scope.spawn(move || self.apply(part, offset + i * per)))
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().unwrap_or(Err(SecAggError::WorkerPanicked)))
+        })
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Server {
     revealers: BTreeSet<usize>,
     /// owner -> (evaluation point, share) of the one secret being recovered.
     reveals: BTreeMap<usize, Vec<(u8, [u8; 32])>>,
+    /// Threads unmasking may use (default: all this process may use).
+    threads: usize,
 }
 
 impl Server {
@@ -82,7 +84,14 @@ impl Server {
             dropped: BTreeSet::new(),
             revealers: BTreeSet::new(),
             reveals: BTreeMap::new(),
+            threads: super::prg::default_threads(),
         })
+    }
+
+    /// Caps the threads unmasking uses (at least one); the sum is the same
+    /// for any count.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
     }
 
     fn expect(&self, stage: Stage) -> Result<(), SecAggError> {
@@ -399,9 +408,8 @@ impl Server {
             .copied()
             .collect();
         // Reconstruction and the X25519 agreements are independent per owner
-        // and dominate for short vectors, so they use every core; the masks
-        // are then applied in one streaming pass over the sum.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // and dominate for short vectors, so they use every core.
+        let threads = self.threads;
         let per_thread = owners.len().div_ceil(threads).max(1);
         let this = &self;
         let batches: Vec<Result<Vec<Seeds>, SecAggError>> = std::thread::scope(|scope| {
@@ -424,7 +432,9 @@ impl Server {
                 }
             }
         }
-        masks.apply(&mut self.sum, 0)?;
+        // Then the masks, fused: each thread regenerates every keystream for
+        // its own range of the sum and subtracts it tile by tile.
+        masks.apply_parallel(&mut self.sum, 0, threads)?;
         Ok(self.sum)
     }
 
