@@ -17,6 +17,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
+# Scratch folders (a rootfs, a build context) go even when a step fails.
+scratch=()
+trap 'rm -rf "${scratch[@]}"' EXIT
+
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
 try_pull() {
@@ -47,6 +51,7 @@ debian_slim() {
   fi
   local rootfs
   rootfs="$(mktemp -d /tmp/modelpub-rootfs.XXXXXX)"
+  scratch+=("$rootfs")
   debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" \
     "${MODELPUB_DEBIAN_MIRROR:-http://deb.debian.org/debian}" > "$rootfs.log" 2>&1 \
     || { tail -20 "$rootfs.log" >&2; echo "base-images: debootstrap failed (log: $rootfs.log)" >&2; exit 1; }
@@ -57,7 +62,6 @@ debian_slim() {
   tar -C "$rootfs" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["bash"]' - "$image" >/dev/null
-  rm -rf "$rootfs"
 }
 
 dockerfile_base() {
@@ -68,12 +72,12 @@ dockerfile_base() {
   esac
   local ctx
   ctx="$(mktemp -d /tmp/modelpub-base-ctx.XXXXXX)"
+  scratch+=("$ctx")
   mkdir -p "$ctx/extra-ca-certificates"
   cp /usr/local/share/ca-certificates/*.crt "$ctx/extra-ca-certificates/" 2>/dev/null || true
   local args=()
   case "$image" in rust:*) args=(--build-arg "RUST_VERSION=$(rust_version "$image")") ;; esac
   docker build --quiet "${args[@]}" -f "$file" -t "$image" "$ctx" >/dev/null
-  rm -rf "$ctx"
 }
 
 # rust:1.90-bookworm -> 1.90.0 (rustup wants a full version or a channel).

@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
       case "$only" in operator|node-agent) ;; *) echo "images: --only takes operator or node-agent, not '$only'" >&2; exit 2 ;; esac
       shift 2 ;;
     --no-smoke) smoke=0; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "images: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
