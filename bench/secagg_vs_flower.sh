@@ -2,7 +2,8 @@
 # Secure aggregation, ours against Flower 1.42's SecAgg+ primitives on the
 # same work, one after the other in one command (docs/benchmarks.md,
 # "Secure aggregation against Flower"):
-#   bench/secagg_vs_flower.sh [N M DROPOUT K]      (default 100 1000000 0.1 56)
+#   bench/secagg_vs_flower.sh [N M DROPOUT K PRG]  (default 100 1000000 0.1 56,
+#                                                   PRG: this CPU's fastest)
 # Runs `modelpub bench secagg` (release build) at N participants, M words,
 # the dropout fraction and K neighbours, then bench/flower_secagg.py with
 # the mask counts our round needed, and prints both reports and the ratios
@@ -11,7 +12,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-n="${1:-100}" m="${2:-1000000}" dropout="${3:-0.1}" k="${4:-56}"
+n="${1:-100}" m="${2:-1000000}" dropout="${3:-0.1}" k="${4:-56}" prg="${5:-}"
 
 if ! .venv-flower/bin/python -c 'import flwr, sys; sys.exit(flwr.__version__ != "1.42.0")' 2>/dev/null; then
   echo "secagg-vs-flower: installing flwr 1.42.0 into .venv-flower (one time)" >&2
@@ -23,9 +24,9 @@ fi
 echo "secagg-vs-flower: building target/release/modelpub" >&2
 cargo build --release --quiet --bin modelpub
 
-echo "secagg-vs-flower: ours, n=$n m=$m dropout=$dropout k=$k" >&2
+echo "secagg-vs-flower: ours, n=$n m=$m dropout=$dropout k=$k ${prg:+prg=$prg}" >&2
 ours="$(target/release/modelpub bench secagg --participants "$n" --params "$m" \
-  --dropout "$dropout" --neighbours "$k")"
+  --dropout "$dropout" --neighbours "$k" ${prg:+--prg "$prg"})"
 echo "$ours"
 field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$ours" "$1"; }
 client_masks="$(python3 -c 'import json, sys; print(round(json.loads(sys.argv[1])["client_masks"]))' "$ours")"
@@ -40,7 +41,7 @@ import json, sys
 ours, flower = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(json.dumps({
     "participants": ours["participants"], "vector_len": ours["vector_len"],
-    "dropout": ours["dropout"], "neighbours": ours["neighbours"],
+    "dropout": ours["dropout"], "neighbours": ours["neighbours"], "prg": ours["prg"],
     "ours_server_unmask_seconds": ours["server_unmask_seconds"],
     "flower_server_unmask_seconds": flower["server_unmask_seconds"],
     "flower_server_reconstruct_seconds": flower["server_reconstruct_seconds"],

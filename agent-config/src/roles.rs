@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use modelpub_protocol::identity::PublicIdentity;
+use modelpub_protocol::secagg::MaskPrg;
+use modelpub_protocol::secagg::neighbourhood::Tolerance;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{DataShape, ModelConfig};
@@ -166,6 +168,28 @@ pub struct SecureSettings {
     pub threshold: Option<u32>,
     /// How long the key and unmasking stages wait for stragglers.
     pub stage_timeout_secs: u64,
+    /// The mask PRG; absent means AES-128-CTR when every participant of a
+    /// round (and the aggregator) has AES instructions, else ChaCha20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_prg: Option<MaskPrg>,
+    /// The fractions of a round's roster that may drop out (between
+    /// sharing keys and unmasking) and collude with the aggregator, which
+    /// k and t are derived for when not set (docs/secagg.md); absent means
+    /// 30 % and 5 %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_dropout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerated_corruption: Option<f64>,
+}
+
+impl SecureSettings {
+    /// The tolerance k and t are derived for.
+    pub fn tolerance(&self) -> Tolerance {
+        Tolerance {
+            dropout: self.tolerated_dropout.unwrap_or(Tolerance::DEFAULT.dropout),
+            corruption: (self.tolerated_corruption).unwrap_or(Tolerance::DEFAULT.corruption),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -332,6 +356,9 @@ mod tests {
                 neighbours: None,
                 threshold: Some(2),
                 stage_timeout_secs: 60,
+                mask_prg: Some(MaskPrg::Aes128Ctr),
+                tolerated_dropout: Some(0.2),
+                tolerated_corruption: None,
             }),
             privacy: None,
             compression: "none".into(),

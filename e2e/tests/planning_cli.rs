@@ -119,7 +119,7 @@ fn secagg_benchmark_runs_the_same_work_at_any_neighbour_count() {
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    // n = 12 defaults to the complete graph (k = 11); 4 is a sparse ring.
+    // 4 is a sparse ring, 11 the complete graph (n = 12 derives k = 8).
     let sparse = run("4");
     assert_eq!(sparse["neighbours"], 4);
     assert_eq!(sparse["threshold"], 3);
@@ -137,5 +137,56 @@ fn secagg_benchmark_runs_the_same_work_at_any_neighbour_count() {
             "5",
         ]),
         &["k = 5", "even"],
+    );
+}
+
+#[test]
+fn secagg_planner_prints_the_derived_neighbourhood_and_refuses_the_impossible() {
+    let out = modelpub(&["secagg", "neighbours", "--participants", "3,100"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("30 % dropout, 5 % corruption"), "{table}");
+    assert!(table.contains("| 3 | 2 | 2 |"), "{table}");
+    assert!(table.contains("| 100 | 62 | 32 |"), "{table}");
+    assert_fails_with(
+        &modelpub(&[
+            "secagg",
+            "neighbours",
+            "--participants",
+            "100",
+            "--dropout",
+            "0.6",
+        ]),
+        &[
+            "no neighbour count",
+            "60 % dropout",
+            "set neighbours and threshold",
+        ],
+    );
+}
+
+#[test]
+fn secagg_benchmark_runs_either_prg_and_says_which() {
+    for prg in ["chacha20", "aes-128-ctr"] {
+        let out = modelpub(&[
+            "bench",
+            "secagg",
+            "--participants",
+            "5",
+            "--params",
+            "3000",
+            "--dropout",
+            "0.2",
+            "--prg",
+            prg,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["prg"], prg);
+        assert_eq!(report["correct"], true);
+    }
+    assert_fails_with(
+        &modelpub(&["bench", "secagg", "--prg", "rc4"]),
+        &["rc4", "aes-128-ctr", "chacha20"],
     );
 }

@@ -45,6 +45,31 @@ fn secure_aggregation_costs_no_accuracy() {
     );
     let (a, b) = (final_accuracy(&secure), final_accuracy(&plain));
     assert!((a - b).abs() <= 0.01, "secure {a} vs plain {b}");
+    // Every participant advertised what it runs fast, so the aggregator
+    // picked AES-128-CTR exactly when this machine has AES instructions.
+    let picked = if modelpub_protocol::secagg::hardware_aes() {
+        "aes-128-ctr"
+    } else {
+        "chacha20"
+    };
+    for r in secure["rounds"].as_array().unwrap() {
+        assert_eq!(r["mask_prg"], picked, "{r}");
+    }
+    assert!(plain["rounds"][0].get("mask_prg").is_none());
+}
+
+#[test]
+fn a_configured_mask_prg_is_used_by_every_party_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    for prg in ["chacha20", "aes-128-ctr"] {
+        let (report, _) = simulate(&tmp.path().join(prg), &["--rounds", "1", "--mask-prg", prg]);
+        let round = &report["rounds"][0];
+        assert_eq!(round["succeeded"], true, "{round}");
+        assert_eq!(round["mask_prg"], prg, "{round}");
+    }
+    let run = modelpub(&["simulate", "--mask-prg", "rc4"]);
+    assert!(!run.status.success());
+    assert!(text(&run).contains("aes-128-ctr"), "{}", text(&run));
 }
 
 #[test]

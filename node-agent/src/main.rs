@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: PrivacyCommand,
     },
+    /// Plan secure aggregation: the neighbours and threshold a roster gets.
+    Secagg {
+        #[command(subcommand)]
+        command: SecaggCommand,
+    },
     /// Size a deployment: measure one protocol step on this machine.
     Bench {
         #[command(subcommand)]
@@ -119,6 +124,23 @@ enum PrivacyCommand {
 }
 
 #[derive(Subcommand)]
+enum SecaggCommand {
+    /// k and t derived from Bell et al.'s conditions (docs/secagg.md), with
+    /// the bounds they achieve: one Markdown table row per roster size.
+    Neighbours {
+        /// Roster sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        participants: Vec<usize>,
+        /// Fraction that may drop out between sharing keys and unmasking.
+        #[arg(long, default_value_t = modelpub_protocol::secagg::neighbourhood::Tolerance::DEFAULT.dropout)]
+        dropout: f64,
+        /// Fraction that may collude with the aggregator.
+        #[arg(long, default_value_t = modelpub_protocol::secagg::neighbourhood::Tolerance::DEFAULT.corruption)]
+        corruption: f64,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// One full secure-aggregation round in memory (all parties, real
     /// crypto); prints JSON with masking and unmasking times, the keystream
@@ -132,14 +154,18 @@ enum BenchCommand {
         /// Fraction of participants that drop out.
         #[arg(long, default_value_t = 0.0)]
         dropout: f64,
-        /// Neighbours per participant, k (default min(n − 1, 8·⌈log₂ n⌉));
-        /// even, or n − 1 for the complete graph.
+        /// Neighbours per participant, k (default: derived, see `modelpub
+        /// secagg neighbours`); even, or n − 1 for the complete graph.
         #[arg(long, value_name = "K")]
         neighbours: Option<usize>,
         /// Threads masking and unmasking may use (default: every core this
         /// process may use); the sum is the same for any count.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
+        /// Mask PRG: aes-128-ctr or chacha20 (default: aes-128-ctr where
+        /// this CPU has AES instructions, else chacha20).
+        #[arg(long, value_name = "PRG", value_parser = ["aes-128-ctr", "chacha20"])]
+        prg: Option<String>,
         /// Seed of the round's inputs, keys and dropouts.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -228,6 +254,48 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{line}");
             Ok(())
         }
+        Command::Secagg {
+            command:
+                SecaggCommand::Neighbours {
+                    participants,
+                    dropout,
+                    corruption,
+                },
+        } => {
+            use modelpub_protocol::secagg::neighbourhood::{self, Tolerance};
+            let tolerance = Tolerance {
+                dropout,
+                corruption,
+            };
+            let bits = |x: f64| {
+                if x == f64::NEG_INFINITY {
+                    "0 (impossible)".to_string()
+                } else {
+                    format!("2^{x:.1}")
+                }
+            };
+            println!(
+                "{:.0} % dropout, {:.0} % corruption; bounds: privacy and partial sums 2^-{}, round failure 2^-{}",
+                dropout * 100.0,
+                corruption * 100.0,
+                neighbourhood::SECURITY_BITS,
+                neighbourhood::CORRECTNESS_BITS
+            );
+            println!("\n| n | k | t | privacy failure | partial sum | round failure |");
+            println!("| --- | --- | --- | --- | --- | --- |");
+            for n in participants {
+                let c = neighbourhood::choose(n, tolerance)?;
+                println!(
+                    "| {n} | {} | {} | {} | {} | {} |",
+                    c.neighbours,
+                    c.threshold,
+                    bits(c.log2_privacy_failure),
+                    bits(c.log2_partial_sum),
+                    bits(c.log2_round_failure)
+                );
+            }
+            Ok(())
+        }
         Command::Bench {
             command:
                 BenchCommand::Secagg {
@@ -236,19 +304,27 @@ fn run(command: Command) -> anyhow::Result<()> {
                     dropout,
                     neighbours,
                     threads,
+                    prg,
                     seed,
                 },
         } => {
             if !(0.0..1.0).contains(&dropout) {
                 anyhow::bail!("--dropout must be at least 0 and below 1, got {dropout}");
             }
+            let prg = prg
+                .as_deref()
+                .map(modelpub_protocol::secagg::MaskPrg::from_name)
+                .transpose()?;
             let report = modelpub_protocol::secagg::bench::bench_round(
-                participants,
-                params,
-                dropout,
-                neighbours,
-                threads.map(usize::from),
-                seed,
+                &modelpub_protocol::secagg::bench::BenchRound {
+                    participants,
+                    vector_len: params,
+                    dropout,
+                    neighbours,
+                    threads: threads.map(usize::from),
+                    prg,
+                    seed,
+                },
             )?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())

@@ -1,6 +1,7 @@
 //! One finished round as the aggregator records it (`rounds.jsonl`, one JSON
 //! object per line) and as `modelpub simulate` reports it.
 
+use modelpub_protocol::secagg::MaskPrg;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,12 @@ pub struct RoundRecord {
     /// Whether the aggregator saw only the masked sum.
     #[serde(default)]
     pub secure: bool,
+    /// The PRG that expanded the round's masks, when secure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_prg: Option<MaskPrg>,
+    /// The aggregator's peak resident memory so far (Linux `VmHWM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregator_peak_rss_bytes: Option<u64>,
 }
 
 impl RoundRecord {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 use modelpub_protocol::secagg::{
     AdvertisedKeys, Client, Params, Server,
-    bench::{bench_round, server_ready_to_finish},
+    bench::{BenchRound, bench_round, server_ready_to_finish},
 };
 
 const SIZES: [usize; 2] = [100_000, 1_000_000];
@@ -63,7 +63,7 @@ fn server_unmask(c: &mut Criterion) {
     for n in ROSTERS {
         for len in SIZES {
             for dropout in [0.0, 0.1, 0.3] {
-                let server = server_ready_to_finish(n, len, dropout, 1).unwrap();
+                let server = server_ready_to_finish(&BenchRound::new(n, len, dropout)).unwrap();
                 group.throughput(Throughput::Elements(len as u64));
                 let id = BenchmarkId::new(format!("n{n}_drop{}", (dropout * 100.0) as u32), len);
                 group.bench_function(id, |b| {
@@ -90,14 +90,11 @@ fn main() {
             let [n, len, dropout] = parts.as_slice() else {
                 panic!("expected n:len:dropout, got {config:?}");
             };
-            let report = bench_round(
+            let report = bench_round(&BenchRound::new(
                 n.parse().unwrap(),
                 len.parse().unwrap(),
                 dropout.parse().unwrap(),
-                None,
-                None,
-                1,
-            )
+            ))
             .unwrap();
             println!("{}", serde_json::to_string(&report).unwrap());
         }

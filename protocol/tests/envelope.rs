@@ -33,6 +33,7 @@ fn request() -> pb::JoinRequest {
         agent_version: "1.2.3".into(),
         num_examples: 600,
         device: "cpu".into(),
+        fast_mask_prgs: vec![],
     }
 }
 

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use modelpub_protocol::secagg::{
-    AdvertisedKeys, Client, EncryptedShare, Params, Quantizer, RevealedShare, SecAggError, Server,
-    ShareKind, neighbours,
+    AdvertisedKeys, Client, EncryptedShare, MaskPrg, Params, Quantizer, RevealedShare, SecAggError,
+    Server, ShareKind, neighbours,
 };
 use proptest::prelude::*;
 
@@ -176,8 +176,10 @@ proptest! {
         chunk in 1usize..128,
         drops in proptest::collection::vec(drop_strategy(), 12),
         values in proptest::collection::vec(-2.0f32..2.0, 12 * 300),
+        aes in any::<bool>(),
     ) {
-        let p = round_params(n, k_pick, t_pick, len);
+        let mut p = round_params(n, k_pick, t_pick, len);
+        p.prg = if aes { MaskPrg::Aes128Ctr } else { MaskPrg::ChaCha20 };
         let q = Quantizer::for_participants(1.0, n).unwrap();
         let inputs: Vec<Vec<u32>> = (0..n)
             .map(|i| q.quantize(&values[i * 300..i * 300 + len]).unwrap())
@@ -614,14 +616,22 @@ fn invalid_params_are_rejected() {
 }
 
 #[test]
-fn default_neighbourhood_is_logarithmic() {
-    assert_eq!(Params::default_neighbours(12), 11);
-    assert_eq!(Params::default_neighbours(100), 56);
-    assert_eq!(Params::default_neighbours(1000), 80);
-    assert_eq!(Params::default_neighbours(1_000_000), 160);
-    assert_eq!(Params::default_threshold(56), 29);
+fn default_neighbourhood_is_derived_for_the_default_tolerance() {
+    // The values docs/secagg.md tabulates (30 % dropout, 5 % corruption).
+    let k = |n| {
+        Params::new(1, "f", names(n), [0; 32], 1)
+            .unwrap()
+            .neighbours
+    };
     // n = 3: k = 2, three holders (two neighbours and the dealer), t = 2.
-    assert_eq!(Params::default_neighbours(3), 2);
+    assert_eq!(k(3), 2);
+    assert_eq!(
+        Params::new(1, "f", names(3), [0; 32], 1).unwrap().threshold,
+        2
+    );
+    assert_eq!(k(10), 8);
+    assert_eq!(k(100), 62);
+    assert_eq!(Params::default_threshold(56), 29);
     assert_eq!(Params::default_threshold(2), 2);
     assert_eq!(Params::default_threshold(4), 3);
     assert_eq!(Params::default_threshold(11), 7);
@@ -686,12 +696,16 @@ fn any_thread_count_gives_the_same_exact_sum_with_dropouts_at_every_stage() {
     assert!(feasible(&p, &drops));
     let inputs = test_inputs(12, len);
     let mut sums = Vec::new();
-    for threads in [1, 2, 3, 5] {
+    for (threads, prg) in [1, 2, 3, 5]
+        .into_iter()
+        .flat_map(|t| MaskPrg::ALL.map(|prg| (t, prg)))
+    {
+        p.prg = prg;
         let (sum, u3) = run_round_on_threads(&p, &inputs, &drops, 3001, Some(threads)).unwrap();
         let expected: Vec<u32> = (0..len)
             .map(|j| (u3.iter()).fold(0u32, |acc, &i| acc.wrapping_add(inputs[i][j])))
             .collect();
-        assert_eq!(sum, expected, "{threads} threads");
+        assert_eq!(sum, expected, "{threads} threads, {prg}");
         sums.push(sum);
     }
     assert!(sums.windows(2).all(|w| w[0] == w[1]));

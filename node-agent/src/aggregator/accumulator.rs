@@ -3,9 +3,10 @@
 //! the sum, and at most a bounded number of updates in flight — O(model
 //! size), whatever the number of participants.
 //!
-//! An update is decoded chunk by chunk into a staging buffer and joins the
-//! sum only once its bytes hash to the digest its signed header announced:
-//! a stream that breaks off or was tampered with never touches the sum.
+//! An update is decoded chunk by chunk into a staging buffer (a masked one
+//! into a spool file) and joins the sum only once its bytes hash to the
+//! digest its signed header announced: a stream that breaks off or was
+//! tampered with never touches the sum.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -257,17 +258,38 @@ fn decode_words(carry: &mut Vec<u8>, mut data: &[u8], width: usize, mut emit: im
 /// Name of the single tensor a masked (secure-aggregation) upload carries.
 pub const MASKED_TENSOR: &str = "secagg.masked";
 
+/// Words read back from a spooled masked upload at a time (1 MiB).
+const SPOOL_CHUNK_WORDS: usize = 1 << 18;
+
+/// Why a masked upload could not be staged.
+#[derive(Debug, thiserror::Error)]
+pub enum StagingError {
+    /// The upload itself is wrong: the sender's fault.
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    /// This aggregator could not write or read its spool file.
+    #[error("spooling the masked update: {0}")]
+    Spool(#[from] std::io::Error),
+}
+
 /// A secure-aggregation upload being received: one u32 vector, masked, so
-/// the aggregator can only add it to the others.
+/// the aggregator can only add it to the others. Its bytes go to an
+/// unnamed spool file as they arrive (the OS removes it when it is closed,
+/// crash included), not to memory: an upload in flight costs a chunk of
+/// memory, not a model, so the aggregator holds one model-sized sum however
+/// many uploads stream in at once.
 pub struct StagedMasked {
     verifier: ChunkVerifier,
-    values: Vec<u32>,
-    carry: Vec<u8>,
+    spool: std::io::BufWriter<std::fs::File>,
     _slot: StagingSlot,
 }
 
 impl StagedMasked {
-    pub fn new(announced: &pb::TensorManifest, vector_len: u64) -> Result<Self, TensorError> {
+    pub fn new(
+        announced: &pb::TensorManifest,
+        vector_len: u64,
+        spool_dir: &std::path::Path,
+    ) -> Result<Self, StagingError> {
         let expected = pb::TensorSpec {
             name: MASKED_TENSOR.into(),
             dtype: pb::Dtype::U32 as i32,
@@ -276,31 +298,88 @@ impl StagedMasked {
         if announced.tensors != [expected] {
             return Err(TensorError::LayoutMismatch(format!(
                 "a masked update is one u32 tensor `{MASKED_TENSOR}` of {vector_len} values"
-            )));
+            ))
+            .into());
         }
+        let verifier = ChunkVerifier::new(announced)?;
+        let file = tempfile::tempfile_in(spool_dir)?;
         Ok(Self {
-            verifier: ChunkVerifier::new(announced)?,
-            values: Vec::with_capacity(vector_len as usize),
-            carry: Vec::with_capacity(4),
+            verifier,
+            spool: std::io::BufWriter::with_capacity(1 << 20, file),
             _slot: StagingSlot::take(),
         })
     }
 
-    pub fn push(&mut self, chunk: &pb::TensorChunk) -> Result<(), TensorError> {
+    pub fn push(&mut self, chunk: &pb::TensorChunk) -> Result<(), StagingError> {
+        use std::io::Write;
         self.verifier.accept(chunk)?;
-        let out = &mut self.values;
-        decode_words(&mut self.carry, &chunk.data, 4, |w| {
-            out.push(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-        });
+        self.spool.write_all(&chunk.data)?;
         Ok(())
     }
 
-    /// The masked vector, its digest and its size once the digest matches.
-    pub fn finish(self) -> Result<(Vec<u32>, String, u64), TensorError> {
+    /// The spooled upload, its digest and its size once the digest matches.
+    pub fn finish(self) -> Result<SpooledMasked, StagingError> {
+        use std::io::Seek;
         let bytes = self.verifier.bytes();
-        let sha = self.verifier.finish()?;
-        Ok((self.values, sha, bytes))
+        let sha256 = self.verifier.finish()?;
+        let mut file = self.spool.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok(SpooledMasked {
+            file,
+            words: bytes / 4,
+            sha256,
+            bytes,
+        })
     }
+}
+
+/// A verified masked upload, on disk, ready to be added to the sum.
+pub struct SpooledMasked {
+    file: std::fs::File,
+    words: u64,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+impl SpooledMasked {
+    /// Feeds the words to `add` in order, a chunk at a time, with each
+    /// chunk's offset. A read error part-way is reported as
+    /// [`SpoolAddError::Read`] after some chunks were added: the caller must
+    /// then treat the sum as lost.
+    pub fn add_to<E>(
+        mut self,
+        mut add: impl FnMut(usize, &[u32]) -> Result<(), E>,
+    ) -> Result<(), SpoolAddError<E>> {
+        use std::io::Read;
+        let mut bytes = vec![0u8; SPOOL_CHUNK_WORDS * 4];
+        let mut words = Vec::with_capacity(SPOOL_CHUNK_WORDS);
+        let mut offset = 0usize;
+        let total = self.words as usize;
+        while offset < total {
+            let n = (total - offset).min(SPOOL_CHUNK_WORDS);
+            self.file
+                .read_exact(&mut bytes[..n * 4])
+                .map_err(SpoolAddError::Read)?;
+            words.clear();
+            words.extend(
+                bytes[..n * 4]
+                    .as_chunks::<4>()
+                    .0
+                    .iter()
+                    .map(|w| u32::from_le_bytes(*w)),
+            );
+            add(offset, &words).map_err(SpoolAddError::Add)?;
+            offset += n;
+        }
+        Ok(())
+    }
+}
+
+/// Why a spooled upload did not join the sum.
+#[derive(Debug)]
+pub enum SpoolAddError<E> {
+    Read(std::io::Error),
+    Add(E),
 }
 
 #[cfg(test)]
@@ -394,5 +473,105 @@ mod tests {
             s.push(&c).unwrap();
         }
         assert!(s.finish().is_err());
+    }
+
+    fn masked(words: &[u32]) -> TensorSet {
+        TensorSet::new(vec![NamedTensor {
+            name: MASKED_TENSOR.into(),
+            dtype: pb::Dtype::U32,
+            shape: vec![words.len() as u64],
+            data: words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+        }])
+        .unwrap()
+    }
+
+    /// Pushes `update`'s bytes in pieces of `piece` bytes (so words straddle
+    /// chunks), optionally flipping one bit.
+    fn spool(update: &TensorSet, dir: &std::path::Path, piece: usize, flip: bool) -> StagedMasked {
+        let len = update.tensors[0].shape[0];
+        let mut s = StagedMasked::new(&update.manifest(), len, dir).unwrap();
+        let mut data = update.tensors[0].data.clone();
+        if flip {
+            data[5] ^= 1;
+        }
+        for (i, bytes) in data.chunks(piece).enumerate() {
+            s.push(&pb::TensorChunk {
+                tensor_index: 0,
+                offset: (i * piece) as u64,
+                data: bytes.to_vec(),
+            })
+            .unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn a_spooled_masked_upload_comes_back_word_for_word_in_ordered_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        // More than one read-back chunk, and not a whole number of them.
+        let words: Vec<u32> = (0..SPOOL_CHUNK_WORDS as u32 * 2 + 7)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
+        let update = masked(&words);
+        let spooled = spool(&update, dir.path(), 4093, false).finish().unwrap();
+        assert_eq!(spooled.bytes, words.len() as u64 * 4);
+        assert_eq!(spooled.sha256, update.manifest().content_sha256);
+        let mut back = Vec::new();
+        spooled
+            .add_to(|offset, chunk| {
+                assert_eq!(offset, back.len(), "chunks arrive in order, without gaps");
+                back.extend_from_slice(chunk);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!(back, words);
+        // The spool file has no name: nothing is left in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_tampered_masked_upload_is_refused_before_it_can_be_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let update = masked(&[1, 2, 3, 4]);
+        let err = spool(&update, dir.path(), 3, true).finish().err().unwrap();
+        assert!(
+            matches!(
+                err,
+                StagingError::Tensor(TensorError::DigestMismatch { .. })
+            ),
+            "{err}"
+        );
+        let wrong = masked(&[1, 2, 3]);
+        let err = StagedMasked::new(&wrong.manifest(), 4, dir.path())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("4 values"), "{err}");
+    }
+
+    #[test]
+    fn an_unusable_spool_directory_is_the_aggregators_error_not_the_senders() {
+        let update = masked(&[1, 2]);
+        let err = StagedMasked::new(
+            &update.manifest(),
+            2,
+            std::path::Path::new("/nonexistent/spool"),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, StagingError::Spool(_)), "{err}");
+    }
+
+    #[test]
+    fn an_error_from_the_sum_stops_the_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let update = masked(&vec![9; SPOOL_CHUNK_WORDS + 1]);
+        let spooled = spool(&update, dir.path(), 1 << 16, false).finish().unwrap();
+        let mut calls = 0;
+        let result = spooled.add_to(|_, _| {
+            calls += 1;
+            Err("closed")
+        });
+        assert!(matches!(result, Err(SpoolAddError::Add("closed"))));
+        assert_eq!(calls, 1);
     }
 }

@@ -14,6 +14,7 @@ use modelpub_protocol::identity::{Identity, Roster};
 use modelpub_protocol::pb;
 use modelpub_protocol::pb::federation_server::FederationServer;
 use modelpub_protocol::replay::ReplayGuard;
+use modelpub_protocol::secagg::MaskPrg;
 use modelpub_protocol::tensor::{NamedTensor, TensorSet};
 use modelpub_protocol::tls::TlsMaterial;
 use tokio::sync::watch;
@@ -24,7 +25,7 @@ use super::evaluator::Evaluator;
 use super::round;
 use super::service::FederationService;
 use super::state::{GlobalModel, Phase, State};
-use super::strategy::{self, Strategy, Weights};
+use super::strategy::{self, MeanUpdate, Strategy};
 use crate::audit_trail;
 use crate::config::{AggregatorConfig, read_json};
 use crate::model::Model;
@@ -39,6 +40,7 @@ use crate::weights_file;
 const FAREWELL: Duration = Duration::from_secs(20);
 
 pub async fn run(party: PartyDir) -> anyhow::Result<()> {
+    crate::telemetry::memory::return_large_frees_to_the_os();
     let config: AggregatorConfig = read_json(&party.config())?;
     validate(&config)?;
     let identity = Identity::load(party.root())?;
@@ -59,6 +61,7 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let strategy = strategy::build(&config.strategy);
     let (changes, _) = watch::channel(0);
     let global = GlobalModel::new(initial);
+
     let (telemetry, registry) =
         AggregatorTelemetry::new(&config.federation, config.rounds, global.digest());
     let shared = Arc::new(Shared {
@@ -81,6 +84,11 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
         tracing::info!(%bound, "metrics listening");
     }
 
+    // Masked uploads stream to unnamed files here (the party directory, a
+    // volume in a pod, not a memory-backed /tmp).
+    let spool_dir = party.root().join("spool");
+    std::fs::create_dir_all(&spool_dir)
+        .with_context(|| format!("cannot create {}", spool_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(&shared.config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", shared.config.listen))?;
@@ -91,6 +99,7 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .add_service(FederationServer::new(FederationService::new(
             shared.clone(),
+            spool_dir,
         )))
         .serve_with_incoming_shutdown(incoming, async {
             stopped.await.ok();
@@ -188,18 +197,16 @@ async fn drive(
         .iter()
         .map(|t| (t.name.clone(), t.shape.clone()))
         .collect();
-    let mut weights: Weights = global
-        .set
-        .tensors
-        .iter()
-        .map(|t| t.to_f32())
-        .collect::<Result<_, _>>()?;
     let mut last_score = match &evaluator {
-        Some(e) => Some(e.score(global.set.clone()).await?),
+        Some(e) => Some(e.score(global.clone()).await?),
         None => None,
     };
     let mut succeeded = 0;
-    let lengths: Vec<usize> = weights.iter().map(Vec::len).collect();
+    let lengths: Vec<usize> = layout
+        .iter()
+        .map(|(_, shape)| shape.iter().product::<u64>() as usize)
+        .collect();
+    drop(global);
     let vector_len: usize = lengths.iter().sum();
     let mut budget = match &config.privacy {
         Some(p) => Some(PrivacyBudget::new(
@@ -239,21 +246,25 @@ async fn drive(
         }
         let (ok, reason) = match closed.mean {
             Ok(mean) => {
-                strategy.apply(&mut weights, &mean);
-                if weights.iter().flatten().any(|v| !v.is_finite()) {
-                    bail!("round {round}: the new global model has non-finite weights");
-                }
-                let set = to_tensor_set(&layout, &weights)?;
+                // The f32 working copy lives only while the round closes
+                // (the global model is kept once, encoded): at most the
+                // global, the mean and this copy, or the global, this copy
+                // and the new encoding, are alive at once.
+                let current = shared.lock_anyhow()?.global.clone();
+                let set = step_model(strategy.as_mut(), &current, &layout, mean)
+                    .with_context(|| format!("round {round}"))?;
+                drop(current);
+                let new_global = GlobalModel::new(set);
+                shared.lock_anyhow()?.global = new_global.clone();
+                publish_model(party, &new_global)?;
+
                 if let Some(e) = &evaluator {
                     last_score = Some(
-                        e.score(set.clone())
+                        e.score(new_global)
                             .instrument(tracing::info_span!("evaluate", round))
                             .await?,
                     );
                 }
-                let new_global = GlobalModel::new(set);
-                publish_model(party, &new_global)?;
-                shared.lock_anyhow()?.global = new_global;
                 if let Some(b) = budget.as_mut() {
                     b.record_step();
                 }
@@ -292,6 +303,8 @@ async fn drive(
             dropped_names: dropped_detail,
             epsilon,
             secure: open.secure.is_some(),
+            mask_prg: (open.plan.secure.as_ref()).and_then(|s| MaskPrg::from_wire(s.mask_prg).ok()),
+            aggregator_peak_rss_bytes: crate::telemetry::memory::peak_rss_bytes(),
             bytes_up: open.bytes_up,
             bytes_down: open.bytes_down,
             seconds: open.started.elapsed().as_secs_f64(),
@@ -413,13 +426,95 @@ async fn finish(shared: &Arc<Shared>, reason: String) {
     .await;
 }
 
-fn to_tensor_set(layout: &[(String, Vec<u64>)], weights: &Weights) -> anyhow::Result<TensorSet> {
-    let tensors = layout
-        .iter()
-        .zip(weights)
-        .map(|((name, shape), w)| NamedTensor::from_f32(name.clone(), shape.clone(), w))
-        .collect();
-    Ok(TensorSet::new(tensors)?)
+/// Values of the global model decoded at a time while stepping it.
+const STEP_SLICE: usize = 1 << 20;
+
+/// The next global model: the strategy's step of `global` by `mean`, taken
+/// in the mean's own buffers, then encoded tensor by tensor from the end
+/// while the buffer shrinks. Beside the current global model this holds one
+/// model-sized buffer and one tensor's encoding at a time, so closing a
+/// round costs at most the global, the mean and the largest tensor.
+fn step_model(
+    strategy: &mut dyn Strategy,
+    global: &GlobalModel,
+    layout: &[(String, Vec<u64>)],
+    mean: MeanUpdate,
+) -> anyhow::Result<TensorSet> {
+    let mismatch = || anyhow::anyhow!("the mean update does not match the global model's tensors");
+    let step = |strategy: &mut dyn Strategy, i: usize, update: &mut [f32]| -> anyhow::Result<()> {
+        let tensor = &global.set.tensors[i];
+        if tensor.dtype != pb::Dtype::F32 || tensor.data.len() != update.len() * 4 {
+            bail!(
+                "tensor {} of the global model does not match the mean update",
+                tensor.name
+            );
+        }
+        let len = update.len();
+        let mut decoded = Vec::with_capacity(STEP_SLICE.min(len));
+        for (k, (bytes, part)) in (tensor.data.chunks(STEP_SLICE * 4))
+            .zip(update.chunks_mut(STEP_SLICE))
+            .enumerate()
+        {
+            decoded.clear();
+            decoded.extend(
+                bytes
+                    .as_chunks::<4>()
+                    .0
+                    .iter()
+                    .map(|b| f32::from_le_bytes(*b)),
+            );
+            strategy.step(i, len, k * STEP_SLICE, &decoded, part);
+        }
+        if update.iter().any(|v| !v.is_finite()) {
+            bail!(
+                "the new global model has non-finite weights in {}",
+                tensor.name
+            );
+        }
+        Ok(())
+    };
+    if layout.len() != global.set.tensors.len() {
+        return Err(mismatch());
+    }
+    let mut encoded = Vec::with_capacity(layout.len());
+    match mean {
+        MeanUpdate::PerTensor(tensors) => {
+            if tensors.len() != layout.len() {
+                return Err(mismatch());
+            }
+            for (i, mut update) in tensors.into_iter().enumerate() {
+                step(strategy, i, &mut update)?;
+                let (name, shape) = &layout[i];
+                encoded.push(NamedTensor::from_f32(name.clone(), shape.clone(), &update));
+            }
+        }
+        MeanUpdate::Flat {
+            mut values,
+            lengths,
+        } => {
+            if lengths.len() != layout.len() || lengths.iter().sum::<usize>() != values.len() {
+                return Err(mismatch());
+            }
+            let mut at = 0;
+            for (i, &len) in lengths.iter().enumerate() {
+                step(strategy, i, &mut values[at..at + len])?;
+                at += len;
+            }
+            for (i, &len) in lengths.iter().enumerate().rev() {
+                let start = values.len() - len;
+                let (name, shape) = &layout[i];
+                encoded.push(NamedTensor::from_f32(
+                    name.clone(),
+                    shape.clone(),
+                    &values[start..],
+                ));
+                values.truncate(start);
+                values.shrink_to_fit();
+            }
+            encoded.reverse();
+        }
+    }
+    Ok(TensorSet::new(encoded)?)
 }
 
 /// The latest global model, replaced atomically so a crash never leaves a

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use super::state::GlobalModel;
 use anyhow::Context;
-use modelpub_protocol::tensor::TensorSet;
 
 use crate::config::VaultRef;
 use crate::data::{Dataset, decode_dataset};
@@ -34,12 +34,13 @@ impl Evaluator {
         })
     }
 
-    pub async fn score(&self, weights: TensorSet) -> anyhow::Result<Score> {
+    /// Scores a global model, shared rather than copied.
+    pub async fn score(&self, global: Arc<GlobalModel>) -> anyhow::Result<Score> {
         let data = self.data.clone();
         let config = self.config.clone();
         tokio::task::spawn_blocking(move || {
             let mut model = Model::new(&config, tch::Device::Cpu, 0)?;
-            model.load_weights(&weights)?;
+            model.load_weights(&global.set)?;
             let eval = train::evaluate(&model, &data)?;
             Ok(Score {
                 accuracy: eval.accuracy,

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use modelpub_protocol::pb;
-use modelpub_protocol::secagg::{self, Quantizer};
+use modelpub_protocol::secagg::{self, MaskPrg, Quantizer};
 
 use super::Shared;
 use super::accumulator::RoundSum;
 use super::driver::wait_until;
 use super::state::{OpenRound, Phase, SecureRound, Stage, State};
-use super::strategy::{Strategy, Weights};
+use super::strategy::{MeanUpdate, Strategy};
 use crate::compression;
 
 /// A straggler cutoff: once enough updates are in for the round to count
@@ -28,7 +28,7 @@ const MIN_STRAGGLER_GRACE: Duration = Duration::from_secs(5);
 pub struct Closed {
     pub open: Box<OpenRound>,
     /// The example-weighted mean update, or why there is none.
-    pub mean: Result<Weights, String>,
+    pub mean: Result<MeanUpdate, String>,
     /// Who dropped, and at which stage.
     pub dropped: Vec<(String, &'static str)>,
 }
@@ -49,22 +49,37 @@ pub fn plan(
         Some(s) => {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
-            let k = s
-                .neighbours
-                .map(|k| k as usize)
-                .unwrap_or_else(|| secagg::Params::default_neighbours(n));
-            let threshold = s
-                .threshold
-                .map(|t| t as usize)
-                .unwrap_or_else(|| secagg::Params::default_threshold(k));
+            // Explicit settings win; otherwise k and t are derived for the
+            // roster and the tolerated dropout and corruption.
+            let (k, threshold) = match s.neighbours {
+                Some(k) => {
+                    let k = k as usize;
+                    (
+                        k,
+                        s.threshold
+                            .map_or_else(|| secagg::Params::default_threshold(k), |t| t as usize),
+                    )
+                }
+                None => {
+                    let chosen = secagg::neighbourhood::choose(n, s.tolerance())?;
+                    (
+                        chosen.neighbours,
+                        s.threshold.map_or(chosen.threshold, |t| t as usize),
+                    )
+                }
+            };
             let quantizer = Quantizer::for_participants(s.clip, n)?;
-            let max_examples = {
+            let (max_examples, mask_prg) = {
                 let state = shared.lock_anyhow()?;
-                participants
+                let joined: Vec<_> = participants
                     .iter()
-                    .filter_map(|p| state.joined.get(p).map(|j| j.num_examples))
-                    .max()
-                    .unwrap_or(1)
+                    .filter_map(|p| state.joined.get(p))
+                    .collect();
+                let max_examples = joined.iter().map(|j| j.num_examples).max().unwrap_or(1);
+                let mask_prg = s.mask_prg.unwrap_or_else(|| {
+                    MaskPrg::fastest_for(joined.iter().map(|j| j.fast_mask_prgs.as_slice()))
+                });
+                (max_examples, mask_prg)
             };
             let example_scale = if config.privacy.is_some() {
                 1.0
@@ -79,6 +94,7 @@ pub fn plan(
                 clip: quantizer.clip,
                 scale: quantizer.scale,
                 example_scale,
+                mask_prg: pb::MaskPrg::from(mask_prg) as i32,
             })
         }
         None => None,
@@ -134,6 +150,7 @@ pub fn secagg_params(
         threshold: secure.threshold as usize,
         graph_seed: seed,
         vector_len: secure.vector_len as usize,
+        prg: secagg::MaskPrg::from_wire(secure.mask_prg)?,
     };
     params.validate()?;
     Ok(params)
@@ -200,6 +217,7 @@ pub async fn run(
         .await?;
     }
     await_uploads(shared, deadline).await;
+
     let mean = if plan.secure.is_some() {
         secure_unmask(shared, stage_timeout, &mut dropped, lengths).await?
     } else {
@@ -240,6 +258,7 @@ pub async fn run(
             } else {
                 open.sum
                     .mean()
+                    .map(MeanUpdate::PerTensor)
                     .context("no updates")
                     .map_err(|e| e.to_string())
             }
@@ -437,22 +456,31 @@ async fn secure_unmask(
         Ok(sum) => sum,
         Err(e) => return Ok(Err(format!("secure aggregation failed: {e}"))),
     };
-    let values = quantizer.dequantize_sum(&sum);
-    let Some((&weight, flat)) = values.split_last() else {
+    // Decoded and divided in the sum's own buffer: the mean costs no
+    // second model.
+    let mut values = quantizer.dequantize_sum_in_place(sum);
+    let Some(weight) = values.pop() else {
         return Ok(Err("empty secure sum".into()));
     };
     if weight <= 0.0 {
         return Ok(Err("the securely aggregated weight is zero".into()));
     }
-    let mut mean = Vec::with_capacity(lengths.len());
-    let mut at = 0;
-    for len in lengths {
-        mean.push(flat[at..at + len].iter().map(|v| v / weight).collect());
-        at += len;
+    if values.len() != lengths.iter().sum::<usize>() {
+        return Ok(Err(format!(
+            "the secure sum has {} coordinates, the model {}",
+            values.len(),
+            lengths.iter().sum::<usize>()
+        )));
+    }
+    for v in &mut values {
+        *v /= weight;
     }
     let mut state = shared.lock_anyhow()?;
     if let Some(open) = state.open_round() {
-        open.secure_mean = Some(mean);
+        open.secure_mean = Some(MeanUpdate::Flat {
+            values,
+            lengths: lengths.to_vec(),
+        });
     }
     Ok(Ok(()))
 }

@@ -10,31 +10,34 @@ use modelpub_protocol::audit::Direction;
 use modelpub_protocol::envelope::{Expectation, Opened, RoundRule, open};
 use modelpub_protocol::pb;
 use modelpub_protocol::pb::federation_server::Federation;
-use modelpub_protocol::secagg;
+use modelpub_protocol::secagg::{self, MaskPrg};
 use prost::Name;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
-use super::accumulator::{StagedMasked, StagedUpdate};
+use super::accumulator::{SpoolAddError, SpooledMasked, StagedMasked, StagedUpdate, StagingError};
 use super::state::{GlobalModel, Joined, Phase, SecureRound, Stage};
 use crate::audit_trail;
 
-/// How many uploads may be decoded at once; each holds one model-sized
-/// staging buffer, so this bounds aggregator memory independently of the
-/// number of participants.
+/// How many uploads may be decoded at once; a plain one holds one
+/// model-sized staging buffer (a masked one spools to disk), so this bounds
+/// aggregator memory independently of the number of participants.
 pub const STAGING_SLOTS: usize = 2;
 
 pub struct FederationService {
     shared: Arc<Shared>,
     staging: Arc<Semaphore>,
+    /// Where masked uploads are spooled while they stream in.
+    spool_dir: std::path::PathBuf,
 }
 
 impl FederationService {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, spool_dir: std::path::PathBuf) -> Self {
         Self {
             shared,
             staging: Arc::new(Semaphore::new(STAGING_SLOTS)),
+            spool_dir,
         }
     }
 
@@ -149,6 +152,7 @@ impl Federation for FederationService {
                 Joined {
                     num_examples: req.message.num_examples,
                     device: req.message.device.clone(),
+                    fast_mask_prgs: MaskPrg::known(&req.message.fast_mask_prgs),
                 },
             );
         }
@@ -324,11 +328,20 @@ impl Federation for FederationService {
         let bad = |e: modelpub_protocol::tensor::TensorError| {
             Status::invalid_argument(format!("update from {sender}: {e}"))
         };
+        let bad_masked = |e: StagingError| match e {
+            StagingError::Tensor(e) => bad(e),
+            StagingError::Spool(e) => {
+                tracing::error!(participant = %sender, error = %e, "cannot spool a masked update");
+                Status::internal(format!("the aggregator cannot spool the update: {e}"))
+            }
+        };
         // With differential privacy every update weighs the same, which is
         // what bounds one participant's influence (its sensitivity).
         let weight = if dp { 1.0 } else { header.num_examples as f64 };
         let mut staged = match secure_len {
-            Some(len) => Staged::Masked(StagedMasked::new(&manifest, len).map_err(bad)?),
+            Some(len) => Staged::Masked(
+                StagedMasked::new(&manifest, len, &self.spool_dir).map_err(bad_masked)?,
+            ),
             None => Staged::Plain(
                 StagedUpdate::new(&manifest, &global.manifest, weight, &header.dequant_scales)
                     .map_err(bad)?,
@@ -337,7 +350,7 @@ impl Federation for FederationService {
         while let Some(frame) = frames.message().await? {
             match frame.frame {
                 Some(pb::update_frame::Frame::Chunk(chunk)) => match &mut staged {
-                    Staged::Masked(m) => m.push(&chunk).map_err(bad)?,
+                    Staged::Masked(m) => m.push(&chunk).map_err(bad_masked)?,
                     Staged::Plain(p) => p.push(&chunk).map_err(bad)?,
                 },
                 Some(pb::update_frame::Frame::Header(_)) | None => {
@@ -349,7 +362,7 @@ impl Federation for FederationService {
         }
         let (sha256, bytes) = {
             let finished = match staged {
-                Staged::Masked(m) => Finished::Masked(m.finish().map_err(bad)?),
+                Staged::Masked(m) => Finished::Masked(m.finish().map_err(bad_masked)?),
                 Staged::Plain(p) => Finished::Plain(p.finish().map_err(bad)?),
             };
             let mut state = self.shared.lock()?;
@@ -366,7 +379,7 @@ impl Federation for FederationService {
                     open.sum.add(&verified);
                     (verified.sha256, verified.bytes)
                 }
-                Finished::Masked((values, sha256, bytes)) => {
+                Finished::Masked(spooled) => {
                     let secure = open
                         .secure
                         .as_mut()
@@ -376,11 +389,28 @@ impl Federation for FederationService {
                                 "round {round} stopped taking masked inputs"
                             ))
                         })?;
+                    let (sha256, bytes) = (spooled.sha256.clone(), spooled.bytes);
                     let server = secure.server().map_err(secagg_status)?;
-                    server
-                        .add_masked_chunk(&sender, 0, &values)
-                        .and_then(|()| server.complete_input(&sender))
-                        .map_err(secagg_status)?;
+                    // Under the state lock, so the stage cannot move on
+                    // between chunks and leave a partial input in the sum.
+                    match spooled
+                        .add_to(|offset, words| server.add_masked_chunk(&sender, offset, words))
+                    {
+                        Ok(()) => server.complete_input(&sender).map_err(secagg_status)?,
+                        Err(SpoolAddError::Add(e)) => return Err(secagg_status(e)),
+                        Err(SpoolAddError::Read(e)) => {
+                            // Part of this input is in the sum and the rest
+                            // is unreadable: no unmasking can recover it.
+                            let reason = format!(
+                                "the spooled masked update from {sender} became unreadable: {e}"
+                            );
+                            tracing::error!("{reason}");
+                            secure.failure.get_or_insert(reason);
+                            return Err(Status::internal(
+                                "the aggregator lost the update's spool file",
+                            ));
+                        }
+                    }
                     (sha256, bytes)
                 }
             };
@@ -631,7 +661,7 @@ enum Staged {
 
 enum Finished {
     Plain(super::accumulator::VerifiedUpdate),
-    Masked((Vec<u32>, String, u64)),
+    Masked(SpooledMasked),
 }
 
 /// Protocol errors of secure aggregation, as the participant should see them.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use modelpub_protocol::pb;
-use modelpub_protocol::secagg;
+use modelpub_protocol::secagg::{self, MaskPrg};
 use modelpub_protocol::tensor::TensorSet;
 
 use super::accumulator::RoundSum;
@@ -32,6 +32,8 @@ impl GlobalModel {
 pub struct Joined {
     pub num_examples: u64,
     pub device: String,
+    /// The mask PRGs it runs at hardware speed, as it advertised them.
+    pub fast_mask_prgs: Vec<MaskPrg>,
 }
 
 pub struct OpenRound {
@@ -52,7 +54,7 @@ pub struct OpenRound {
     /// earlier, so a cutoff cannot fail a round that waiting would save.
     pub quorum_at: Option<Instant>,
     /// The unmasked mean update of a secure round.
-    pub secure_mean: Option<Vec<Vec<f32>>>,
+    pub secure_mean: Option<super::strategy::MeanUpdate>,
     /// Present when the round uses secure aggregation.
     pub secure: Option<SecureRound>,
 }

@@ -11,6 +11,38 @@ use crate::config::StrategyConfig;
 /// Flat f32 buffers, one per named tensor, in manifest order.
 pub type Weights = Vec<Vec<f32>>;
 
+/// A round's mean update: per tensor (plain rounds), or as the one flat
+/// vector the secure sum decodes into, with the tensors' lengths, so that
+/// unmasking never copies a model to split it.
+#[derive(Debug)]
+pub enum MeanUpdate {
+    PerTensor(Weights),
+    Flat {
+        values: Vec<f32>,
+        lengths: Vec<usize>,
+    },
+}
+
+impl MeanUpdate {
+    /// One slice per tensor, in the model's order.
+    pub fn tensors(&self) -> Vec<&[f32]> {
+        match self {
+            MeanUpdate::PerTensor(w) => w.iter().map(Vec::as_slice).collect(),
+            MeanUpdate::Flat { values, lengths } => {
+                let mut rest = values.as_slice();
+                lengths
+                    .iter()
+                    .map(|&len| {
+                        let (head, tail) = rest.split_at(len.min(rest.len()));
+                        rest = tail;
+                        head
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 pub trait Strategy: Send {
     fn name(&self) -> &'static str;
 
@@ -19,8 +51,29 @@ pub trait Strategy: Send {
         0.0
     }
 
+    /// One server step, element by element, over values
+    /// [offset, offset + global.len()) of tensor `tensor` (which has
+    /// `tensor_len` values): `update` holds the mean update on entry and
+    /// the new weights on return. Any split of a tensor into slices gives
+    /// the same result, so the aggregator can step a model without a second
+    /// copy of it.
+    fn step(
+        &mut self,
+        tensor: usize,
+        tensor_len: usize,
+        offset: usize,
+        global: &[f32],
+        update: &mut [f32],
+    );
+
     /// Moves `global` given the example-weighted mean update.
-    fn apply(&mut self, global: &mut Weights, mean_update: &[Vec<f32>]);
+    fn apply(&mut self, global: &mut Weights, mean_update: &[&[f32]]) {
+        for (i, (g, u)) in global.iter_mut().zip(mean_update).enumerate() {
+            let mut next = u.to_vec();
+            self.step(i, g.len(), 0, g, &mut next);
+            *g = next;
+        }
+    }
 }
 
 pub fn build(config: &StrategyConfig) -> Box<dyn Strategy> {
@@ -36,11 +89,10 @@ pub fn build(config: &StrategyConfig) -> Box<dyn Strategy> {
     }
 }
 
-fn add_in_place(global: &mut Weights, update: &[Vec<f32>]) {
-    for (g, u) in global.iter_mut().zip(update) {
-        for (g, u) in g.iter_mut().zip(u) {
-            *g += u;
-        }
+/// update ← global + update.
+fn add_to_global(global: &[f32], update: &mut [f32]) {
+    for (u, g) in update.iter_mut().zip(global) {
+        *u += g;
     }
 }
 
@@ -52,14 +104,13 @@ impl Strategy for FedAvg {
     fn name(&self) -> &'static str {
         "fedavg"
     }
-    fn apply(&mut self, global: &mut Weights, mean_update: &[Vec<f32>]) {
-        add_in_place(global, mean_update);
+    fn step(&mut self, _: usize, _: usize, _: usize, global: &[f32], update: &mut [f32]) {
+        add_to_global(global, update);
     }
 }
 
 /// FedProx (Li et al. 2020): averaging as FedAvg; participants add
-/// `mu/2 * ||w - w_global||^2` to their loss, which keeps heterogeneous
-/// clients from drifting apart.
+/// (mu / 2)·‖w − w_global‖² to their local loss.
 pub struct FedProx {
     pub mu: f64,
 }
@@ -71,8 +122,8 @@ impl Strategy for FedProx {
     fn proximal_mu(&self) -> f64 {
         self.mu
     }
-    fn apply(&mut self, global: &mut Weights, mean_update: &[Vec<f32>]) {
-        add_in_place(global, mean_update);
+    fn step(&mut self, _: usize, _: usize, _: usize, global: &[f32], update: &mut [f32]) {
+        add_to_global(global, update);
     }
 }
 
@@ -105,24 +156,30 @@ impl Strategy for FedAdam {
     fn name(&self) -> &'static str {
         "fedadam"
     }
-    fn apply(&mut self, global: &mut Weights, mean_update: &[Vec<f32>]) {
-        if self.m.is_empty() {
-            self.m = mean_update.iter().map(|u| vec![0.0; u.len()]).collect();
-            // Reddi et al. start v at tau^2 so the first steps are not huge.
-            let v0 = self.tau * self.tau;
-            self.v = mean_update.iter().map(|u| vec![v0; u.len()]).collect();
+    fn step(
+        &mut self,
+        tensor: usize,
+        tensor_len: usize,
+        offset: usize,
+        global: &[f32],
+        update: &mut [f32],
+    ) {
+        if self.m.len() <= tensor {
+            self.m.resize_with(tensor + 1, Vec::new);
+            self.v.resize_with(tensor + 1, Vec::new);
         }
-        for (((g, u), m), v) in global
-            .iter_mut()
-            .zip(mean_update)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
-            for (((g, u), m), v) in g.iter_mut().zip(u).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *m = self.beta1 * *m + (1.0 - self.beta1) * u;
-                *v = self.beta2 * *v + (1.0 - self.beta2) * u * u;
-                *g += self.lr * *m / (v.sqrt() + self.tau);
-            }
+        if self.m[tensor].len() != tensor_len {
+            self.m[tensor] = vec![0.0; tensor_len];
+            // Reddi et al. start v at tau^2 so the first steps are not huge.
+            self.v[tensor] = vec![self.tau * self.tau; tensor_len];
+        }
+        let end = (offset + update.len()).min(tensor_len);
+        let m = &mut self.m[tensor][offset..end];
+        let v = &mut self.v[tensor][offset..end];
+        for (((u, g), m), v) in update.iter_mut().zip(global).zip(m).zip(v) {
+            *m = self.beta1 * *m + (1.0 - self.beta1) * *u;
+            *v = self.beta2 * *v + (1.0 - self.beta2) * *u * *u;
+            *u = g + self.lr * *m / (v.sqrt() + self.tau);
         }
     }
 }
@@ -134,7 +191,7 @@ mod tests {
     #[test]
     fn fedavg_adds_the_mean_update() {
         let mut g = vec![vec![1.0, 2.0], vec![3.0]];
-        FedAvg.apply(&mut g, &[vec![0.5, -1.0], vec![0.25]]);
+        FedAvg.apply(&mut g, &[&[0.5, -1.0], &[0.25]]);
         assert_eq!(g, vec![vec![1.5, 1.0], vec![3.25]]);
     }
 
@@ -146,15 +203,47 @@ mod tests {
     }
 
     #[test]
+    fn stepping_a_tensor_in_slices_equals_stepping_it_whole() {
+        let global: Vec<f32> = (0..10).map(|i| i as f32 * 0.1).collect();
+        let updates: [Vec<f32>; 2] = [
+            (0..10).map(|i| (i as f32 - 4.0) * 0.3).collect(),
+            (0..10).map(|i| (i as f32).sin()).collect(),
+        ];
+        for config in [
+            StrategyConfig::FedAvg,
+            StrategyConfig::FedAdam {
+                server_learning_rate: 0.1,
+                beta1: 0.9,
+                beta2: 0.99,
+                tau: 1e-3,
+            },
+        ] {
+            let (mut whole, mut sliced) = (build(&config), build(&config));
+            let (mut a, mut b) = (global.clone(), global.clone());
+            for u in &updates {
+                let mut next = u.clone();
+                whole.step(0, 10, 0, &a, &mut next);
+                a = next;
+                let mut next = u.clone();
+                for (k, (g, part)) in b.chunks(3).zip(next.chunks_mut(3)).enumerate() {
+                    sliced.step(0, 10, k * 3, g, part);
+                }
+                b = next;
+            }
+            assert_eq!(a, b, "{}", whole.name());
+        }
+    }
+
+    #[test]
     fn fedadam_steps_along_the_update_bounded_by_its_learning_rate() {
         let mut s = FedAdam::new(0.1, 0.9, 0.99, 1e-3);
         let mut g = vec![vec![0.0, 0.0, 0.0]];
-        s.apply(&mut g, &[vec![1.0, -1.0, 0.0]]);
+        s.apply(&mut g, &[&[1.0, -1.0, 0.0]]);
         assert!(g[0][0] > 0.0 && g[0][1] < 0.0 && g[0][2] == 0.0);
         // An Adam step is bounded by the learning rate whatever the scale.
         let mut s = FedAdam::new(0.1, 0.9, 0.99, 1e-3);
         let mut g = vec![vec![0.0]];
-        s.apply(&mut g, &[vec![1e6]]);
+        s.apply(&mut g, &[&[1e6]]);
         assert!(g[0][0] > 0.0 && g[0][0] <= 0.1 + 1e-4);
     }
 }

@@ -24,15 +24,36 @@ pub(crate) fn param(
     rng: &mut ChaCha8Rng,
 ) -> Tensor {
     let n: i64 = shape.iter().product();
-    let values: Vec<f32> = match init {
-        Init::Uniform(bound) => (0..n)
-            .map(|_| rng.random_range(-bound..=bound) as f32)
-            .collect(),
-        Init::Normal(std) => match Normal::new(0.0, std) {
-            Ok(normal) => (0..n).map(|_| normal.sample(rng) as f32).collect(),
-            Err(_) => vec![0.0; n as usize],
-        },
-        Init::Const(c) => vec![c; n as usize],
+    let var = path.zeros(name, shape);
+    let normal = match init {
+        Init::Normal(std) => Normal::new(0.0, std).ok(),
+        _ => None,
     };
-    path.var_copy(name, &Tensor::from_slice(&values).view(shape))
+    // Drawn and copied a slice at a time (same draws in the same order as
+    // one pass), so a large layer costs a few MiB beside itself, not two
+    // more copies of it.
+    tch::no_grad(|| {
+        let flat = var.view([-1]);
+        let mut start = 0;
+        while start < n {
+            let len = (n - start).min(INIT_SLICE);
+            let values: Vec<f32> = match (&init, &normal) {
+                (Init::Uniform(bound), _) => (0..len)
+                    .map(|_| rng.random_range(-*bound..=*bound) as f32)
+                    .collect(),
+                (Init::Normal(_), Some(normal)) => {
+                    (0..len).map(|_| normal.sample(rng) as f32).collect()
+                }
+                (Init::Normal(_), None) => vec![0.0; len as usize],
+                (Init::Const(c), _) => vec![*c; len as usize],
+            };
+            flat.narrow(0, start, len)
+                .copy_(&Tensor::from_slice(&values));
+            start += len;
+        }
+    });
+    var
 }
+
+/// Values drawn and copied into a parameter at a time.
+const INIT_SLICE: i64 = 1 << 20;

@@ -151,7 +151,11 @@ impl Model {
                     got: src.shape.clone(),
                 });
             }
-            sources.push(src.to_f32()?);
+            if src.dtype != modelpub_protocol::pb::Dtype::F32 {
+                // Named by `to_f32`'s error.
+                src.to_f32()?;
+            }
+            sources.push(src);
         }
         if let Some(extra) = w
             .tensors
@@ -160,10 +164,26 @@ impl Model {
         {
             return Err(ModelError::UnexpectedTensor(extra.name.clone()));
         }
+        // A slice of a tensor at a time, straight from its little-endian
+        // bytes where the host is little-endian: loading costs a few MiB
+        // beside the model, not a decoded copy of it.
+        const SLICE_VALUES: usize = 1 << 20;
         tch::no_grad(|| -> Result<(), ModelError> {
-            for ((_, var), values) in vars.iter().zip(sources) {
-                let src = Tensor::from_slice(&values).view(var.size().as_slice());
-                var.shallow_clone().f_copy_(&src)?;
+            for ((_, var), src) in vars.iter().zip(sources) {
+                let flat = var.shallow_clone().f_view([-1])?;
+                for (i, bytes) in src.data.chunks(SLICE_VALUES * 4).enumerate() {
+                    let n = (bytes.len() / 4) as i64;
+                    let part = if cfg!(target_endian = "little") {
+                        Tensor::f_from_data_size(bytes, &[n], Kind::Float)?
+                    } else {
+                        let values: Vec<f32> = (bytes.as_chunks::<4>().0.iter())
+                            .map(|b| f32::from_le_bytes(*b))
+                            .collect();
+                        Tensor::from_slice(&values)
+                    };
+                    flat.f_narrow(0, (i * SLICE_VALUES) as i64, n)?
+                        .f_copy_(&part)?;
+                }
             }
             Ok(())
         })

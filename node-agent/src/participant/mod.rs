@@ -14,6 +14,7 @@ use modelpub_protocol::identity::{Identity, Roster};
 use modelpub_protocol::pb;
 use modelpub_protocol::pb::federation_client::FederationClient;
 use modelpub_protocol::replay::ReplayGuard;
+use modelpub_protocol::secagg::MaskPrg;
 use modelpub_protocol::tensor::{NamedTensor, TensorAssembler, TensorSet};
 use modelpub_protocol::tls::TlsMaterial;
 use prost::Name;
@@ -109,6 +110,10 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             num_examples: data.len() as u64,
             device: format!("{device:?}").to_lowercase(),
+            fast_mask_prgs: MaskPrg::fast_here()
+                .into_iter()
+                .map(|p| pb::MaskPrg::from(p) as i32)
+                .collect(),
         },
     );
     let reply = session

@@ -24,6 +24,14 @@ pub async fn key_stages(
     let plan = ctx.plan;
     let round = plan.round;
     let params = crate::aggregator::secagg_params(&ctx.session.federation, plan, s)?;
+    if params.prg == secagg::MaskPrg::Aes128Ctr && !secagg::hardware_aes() {
+        tracing::warn!(
+            round,
+            "the round masks with AES-128-CTR but this CPU has no AES instructions: \
+             masking runs in constant-time software, several times slower; \
+             set the aggregator's mask PRG to chacha20 if this machine takes part often"
+        );
+    }
     let mut client = Client::new(params, ctx.name)?;
     let mine = ctx.session.seal(
         round,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use modelpub_protocol::secagg::neighbourhood::Tolerance;
 
 use crate::config::{
     Fault, FaultStage, PrivacySettings, SecureSettings, TrainingSettings, read_json,
@@ -58,7 +59,19 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
     }
     let (train_set, test_set) = data::split_train_test(&whole, test_fraction, opts.seed)?;
     let parts = data::partition(&train_set, opts.institutions, &partition, opts.seed)?;
-    let model = ModelConfig::default_for(&whole);
+    let mut model = ModelConfig::default_for(&whole);
+    if let Some(sizes) = &opts.hidden_sizes {
+        match &mut model {
+            ModelConfig::Mlp { hidden, .. } if sizes.iter().all(|&h| h > 0) => {
+                hidden.clone_from(sizes)
+            }
+            ModelConfig::Mlp { .. } => bail!("--hidden-sizes must all be positive, got {sizes:?}"),
+            _ => bail!(
+                "--hidden-sizes applies to tabular data (the MLP), not {}",
+                opts.data
+            ),
+        }
+    }
     let training = training_settings(&opts, &whole);
     let compression =
         crate::compression::parse(opts.compression.as_str()).map_err(anyhow::Error::msg)?;
@@ -78,6 +91,10 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Report> {
         // Generous for loopback, so a participant restarted after a crash
         // (libtorch takes a moment to load) is back before keys close.
         stage_timeout_secs: 10,
+        mask_prg: opts.mask_prg.prg(),
+        // k and t must carry the dropout this run inflicts.
+        tolerated_dropout: Some(opts.dropout.max(Tolerance::DEFAULT.dropout)),
+        tolerated_corruption: None,
     });
     let privacy = privacy_settings(&opts)?;
     let faults = plan_faults(&opts);

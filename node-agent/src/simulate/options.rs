@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use modelpub_protocol::secagg::MaskPrg;
 use serde::Serialize;
 
 use crate::data::{self, Dataset, Partition};
@@ -91,6 +92,10 @@ pub struct SimulateOptions {
     /// Per-coordinate clip of updates before secure quantisation.
     #[arg(long, default_value_t = 4.0)]
     pub secagg_clip: f32,
+    /// The stream cipher that expands secure-aggregation masks: auto means
+    /// AES-128-CTR when every party has AES instructions, else ChaCha20.
+    #[arg(long, value_enum, default_value_t = MaskPrgName::Auto)]
+    pub mask_prg: MaskPrgName,
     /// A round completes with at least this many updates (default: all but
     /// the ones --dropout kills).
     #[arg(long)]
@@ -98,6 +103,10 @@ pub struct SimulateOptions {
     /// Fraction of participants killed at random stages of each round.
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
+    /// Hidden layer widths of the tabular model (default: the data set's),
+    /// e.g. 133333 for a 10^7-parameter digits model.
+    #[arg(long, value_delimiter = ',', value_name = "H[,H...]")]
+    pub hidden_sizes: Option<Vec<i64>>,
     /// Differential privacy budget ε (turns on client-level DP-FedAvg).
     #[arg(long)]
     pub dp_epsilon: Option<f64>,
@@ -147,6 +156,30 @@ impl StrategyName {
             Self::Fedavg => "fedavg",
             Self::Fedprox => "fedprox",
             Self::Fedadam => "fedadam",
+        }
+    }
+}
+
+/// `--mask-prg`: the secure-aggregation mask PRG, or the aggregator's pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum MaskPrgName {
+    #[serde(rename = "auto")]
+    Auto,
+    #[value(name = "aes-128-ctr")]
+    #[serde(rename = "aes-128-ctr")]
+    Aes128Ctr,
+    #[value(name = "chacha20")]
+    #[serde(rename = "chacha20")]
+    ChaCha20,
+}
+
+impl MaskPrgName {
+    /// The configured PRG; `None` lets the aggregator choose per round.
+    pub fn prg(self) -> Option<MaskPrg> {
+        match self {
+            Self::Auto => None,
+            Self::Aes128Ctr => Some(MaskPrg::Aes128Ctr),
+            Self::ChaCha20 => Some(MaskPrg::ChaCha20),
         }
     }
 }

@@ -318,6 +318,8 @@ mod tests {
             model_sha256: "ab".repeat(32),
             epsilon: Some(1.25),
             secure: false,
+            mask_prg: None,
+            aggregator_peak_rss_bytes: None,
         }
     }
 

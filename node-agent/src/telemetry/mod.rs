@@ -9,6 +9,7 @@
 //! without changing both.
 
 pub mod aggregator;
+pub mod memory;
 pub mod metrics;
 pub mod participant;
 pub mod server;

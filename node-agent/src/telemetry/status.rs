@@ -191,6 +191,8 @@ mod tests {
             model_sha256: "cd".repeat(32),
             epsilon: None,
             secure: true,
+            mask_prg: Some(modelpub_protocol::secagg::MaskPrg::Aes128Ctr),
+            aggregator_peak_rss_bytes: Some(300 << 20),
         }
     }
 

@@ -12,6 +12,28 @@ use crate::model::Model;
 pub const MAX_EVAL_TOKENS: i64 = 20_000;
 
 const TABULAR_EVAL_BATCH: i64 = 1024;
+/// Activations one tabular evaluation batch may hold (2^20 floats, 4 MiB):
+/// a wide model is scored in smaller batches, so scoring costs a bounded
+/// amount of memory beside the model rather than rows × width.
+const TABULAR_EVAL_ACTIVATIONS: i64 = 1 << 20;
+
+/// Rows per tabular evaluation batch for this model.
+fn tabular_eval_batch(model: &Model) -> i64 {
+    let widest = match model.config() {
+        crate::model::ModelConfig::Mlp {
+            inputs,
+            hidden,
+            classes,
+        } => hidden
+            .iter()
+            .chain([inputs, classes])
+            .copied()
+            .max()
+            .unwrap_or(1),
+        _ => 1,
+    };
+    (TABULAR_EVAL_ACTIVATIONS / widest.max(1)).clamp(1, TABULAR_EVAL_BATCH)
+}
 const TEXT_EVAL_BATCH: i64 = 64;
 
 pub fn evaluate(model: &Model, data: &Dataset) -> Result<Evaluation, TrainError> {
@@ -37,9 +59,10 @@ pub fn evaluate_prepared(model: &Model, data: &PreparedData) -> Result<Evaluatio
         };
         let examples = match data {
             PreparedData::Tabular { x, y, rows } => {
+                let batch = tabular_eval_batch(model);
                 let mut start = 0;
                 while start < *rows {
-                    let n = (rows - start).min(TABULAR_EVAL_BATCH);
+                    let n = (rows - start).min(batch);
                     score(
                         model.forward(&x.narrow(0, start, n)),
                         &y.narrow(0, start, n),

@@ -114,6 +114,8 @@ pub fn join_request() -> pb::JoinRequest {
         agent_version: "test".into(),
         num_examples: 100,
         device: "cpu".into(),
+        // As an agent from before the field: its rounds use ChaCha20.
+        fast_mask_prgs: vec![],
     }
 }
 

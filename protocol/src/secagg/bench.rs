@@ -11,7 +11,7 @@ use super::client::Client;
 use super::error::SecAggError;
 use super::graph::Graph;
 use super::params::Params;
-use super::prg;
+use super::prg::{self, MaskPrg};
 use super::server::Server;
 
 /// Chunk size used to stream a masked input to the server.
@@ -26,6 +26,8 @@ pub struct BenchReport {
     pub threshold: usize,
     pub survivors: usize,
     pub dropped: usize,
+    /// The PRG every mask was expanded with (and the bounds measured with).
+    pub prg: MaskPrg,
     /// Threads masking and unmasking used; the bounds are measured with as
     /// many threads generating keystream side by side.
     pub threads: usize,
@@ -48,7 +50,7 @@ pub struct BenchReport {
     pub server_keystream_bound_seconds: f64,
     pub client_ratio: f64,
     pub server_ratio: f64,
-    /// This machine's single-core ChaCha20 keystream speed (best of three).
+    /// This machine's single-core keystream speed of `prg` (best of three).
     pub keystream_gib_per_second: f64,
     /// Mean protocol payload a surviving client sends and receives (message
     /// encodings, without envelopes or transport framing).
@@ -109,9 +111,10 @@ fn best_of(
 
 /// Generates (and discards) `streams` keystreams of `words` words each from
 /// distinct seeds: exactly the keystream a party's masks need.
-fn keystream(seed: u64, streams: usize, words: usize) -> Result<(), SecAggError> {
+fn keystream(prg: MaskPrg, seed: u64, streams: usize, words: usize) -> Result<(), SecAggError> {
     for s in 0..streams {
         std::hint::black_box(prg::burn_keystream(
+            prg,
             &derive(seed, "keystream", &s.to_string()),
             words,
         )?);
@@ -122,18 +125,19 @@ fn keystream(seed: u64, streams: usize, words: usize) -> Result<(), SecAggError>
 /// The same keystream on `threads` threads, each generating its share of
 /// every stream's words (as the masking does), side by side.
 fn keystream_parallel(
+    prg: MaskPrg,
     seed: u64,
     streams: usize,
     words: usize,
     threads: usize,
 ) -> Result<(), SecAggError> {
     if threads <= 1 {
-        return keystream(seed, streams, words);
+        return keystream(prg, seed, streams, words);
     }
     let per = words.div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| scope.spawn(move || keystream(seed, streams, per)))
+            .map(|_| scope.spawn(move || keystream(prg, seed, streams, per)))
             .collect();
         handles
             .into_iter()
@@ -155,14 +159,15 @@ struct Prepared {
     bytes_per_participant: f64,
 }
 
-fn prepare(
-    participants: usize,
-    params_len: usize,
-    dropout: f64,
-    neighbours: Option<usize>,
-    threads: usize,
-    seed: u64,
-) -> Result<Prepared, SecAggError> {
+fn prepare(config: &BenchRound, threads: usize) -> Result<Prepared, SecAggError> {
+    let BenchRound {
+        participants,
+        vector_len: params_len,
+        dropout,
+        neighbours,
+        seed,
+        ..
+    } = *config;
     if !(0.0..1.0).contains(&dropout) {
         return Err(SecAggError::InvalidParams(format!(
             "dropout {dropout} outside [0, 1)"
@@ -172,6 +177,9 @@ fn prepare(
         .map(|i| format!("participant-{i:05}"))
         .collect();
     let mut params = Params::new(7, "bench", names, derive(seed, "graph", ""), params_len)?;
+    if let Some(prg) = config.prg {
+        params.prg = prg;
+    }
     if let Some(k) = neighbours {
         // The same work at any k (e.g. another implementation's), with the
         // default majority threshold for that k.
@@ -228,7 +236,12 @@ fn prepare(
         if dropped.contains(&i) {
             continue;
         }
-        prg::expand_words(&derive(seed, "input", client.name()), &mut input, 0)?;
+        prg::expand_words(
+            MaskPrg::ChaCha20,
+            &derive(seed, "input", client.name()),
+            &mut input,
+            0,
+        )?;
         for (e, x) in expected.iter_mut().zip(&input) {
             *e = e.wrapping_add(*x);
         }
@@ -276,45 +289,63 @@ fn prepare(
 
 /// A server holding a complete round (all reveals in) of this shape, ready
 /// for `Server::finish`: lets a benchmark time unmasking alone.
-pub fn server_ready_to_finish(
-    participants: usize,
-    params_len: usize,
-    dropout: f64,
-    seed: u64,
-) -> Result<Server, SecAggError> {
-    Ok(prepare(
-        participants,
-        params_len,
-        dropout,
-        None,
-        prg::default_threads(),
-        seed,
-    )?
-    .server)
+pub fn server_ready_to_finish(config: &BenchRound) -> Result<Server, SecAggError> {
+    Ok(prepare(config, prg::default_threads())?.server)
 }
 
-/// Runs one round of `participants` clients over `params_len` coordinates,
-/// with a `dropout` fraction of clients vanishing after ShareKeys (the case
-/// that costs the server most), and reports the timings. `neighbours`
-/// overrides the default k (`Params::default_neighbours`), `threads` the
-/// default thread count (all this process may use).
-pub fn bench_round(
-    participants: usize,
-    params_len: usize,
-    dropout: f64,
-    neighbours: Option<usize>,
-    threads: Option<usize>,
-    seed: u64,
-) -> Result<BenchReport, SecAggError> {
-    let threads = threads.unwrap_or_else(prg::default_threads).max(1);
+/// The shape of a benchmarked round: `participants` clients over
+/// `vector_len` coordinates, with a `dropout` fraction vanishing after
+/// ShareKeys (the case that costs the server most). `None` means the
+/// default: k and t from `neighbourhood::choose`, every thread this process
+/// may use, the fastest PRG of this machine.
+#[derive(Debug, Clone)]
+pub struct BenchRound {
+    pub participants: usize,
+    pub vector_len: usize,
+    pub dropout: f64,
+    pub neighbours: Option<usize>,
+    pub threads: Option<usize>,
+    pub prg: Option<MaskPrg>,
+    /// Seed of the inputs, keys and dropouts.
+    pub seed: u64,
+}
+
+impl BenchRound {
+    pub fn new(participants: usize, vector_len: usize, dropout: f64) -> Self {
+        BenchRound {
+            participants,
+            vector_len,
+            dropout,
+            neighbours: None,
+            threads: None,
+            prg: None,
+            seed: 1,
+        }
+    }
+}
+
+/// Runs one round of this shape and reports the timings.
+pub fn bench_round(config: &BenchRound) -> Result<BenchReport, SecAggError> {
+    let params_len = config.vector_len;
+    let seed = config.seed;
+    let threads = config.threads.unwrap_or_else(prg::default_threads).max(1);
     // Bring the core to its sustained clock before anything is timed, so
     // the first configuration in a process is not penalised.
     let warm = derive(seed, "warm-up", "");
+    let prg = config
+        .prg
+        .unwrap_or_else(|| MaskPrg::fastest_for(std::iter::empty()));
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < 0.2 {
-        prg::burn_keystream(&warm, 1 << 16)?;
+        prg::burn_keystream(prg, &warm, 1 << 16)?;
     }
-    let p = prepare(participants, params_len, dropout, neighbours, threads, seed)?;
+    let p = prepare(
+        &BenchRound {
+            prg: Some(prg),
+            ..config.clone()
+        },
+        threads,
+    )?;
     let server_masks = p.server.masks_to_remove();
     let server_working_set_words = p.server.working_set_len();
     // Best of two on clones: a long run on a shared machine is more likely
@@ -328,7 +359,7 @@ pub fn bench_round(
         server_unmask_seconds = server_unmask_seconds.min(start.elapsed().as_secs_f64());
     }
 
-    let one_stream = best_of(3, || keystream(seed, 1, params_len))?;
+    let one_stream = best_of(3, || keystream(prg, seed, 1, params_len))?;
     let mut acc = vec![0u32; params_len];
     let summing = best_of(3, || {
         for (a, x) in acc.iter_mut().zip(&p.expected) {
@@ -339,20 +370,21 @@ pub fn bench_round(
     std::hint::black_box(&acc);
     let client_streams = p.client_masks.round() as usize;
     let client_bound = best_of(3, || {
-        keystream_parallel(seed, client_streams, params_len, threads)
+        keystream_parallel(prg, seed, client_streams, params_len, threads)
     })? + summing / threads as f64;
     let server_bound = best_of(2, || {
-        keystream_parallel(seed, server_masks, params_len, threads)
+        keystream_parallel(prg, seed, server_masks, params_len, threads)
     })? + summing / threads as f64;
 
     Ok(BenchReport {
         participants: p.params.n(),
         vector_len: params_len,
-        dropout,
+        dropout: config.dropout,
         neighbours: p.params.neighbours,
         threshold: p.params.threshold,
         survivors: p.survivors,
         dropped: p.dropped,
+        prg,
         threads,
         client_setup_seconds: p.client_setup_seconds,
         client_mask_seconds: p.client_mask_seconds,

@@ -290,7 +290,7 @@ impl Client {
     pub fn mask_chunk(&self, input: &mut [u32], offset: usize) -> Result<(), SecAggError> {
         self.expect(Stage::Masking)?;
         self.params.check_range(offset, input.len())?;
-        let mut set = MaskSet::new();
+        let mut set = MaskSet::new(self.params.prg);
         for (seed, sign) in &self.masks {
             set.push(seed, *sign);
         }

@@ -142,6 +142,7 @@ mod tests {
                 threshold: Params::default_threshold(k),
                 graph_seed: [3; 32],
                 vector_len: 1,
+                prg: crate::secagg::MaskPrg::ChaCha20,
             };
             params.validate().unwrap();
             let g = Graph::new(&params);

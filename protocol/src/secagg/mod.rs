@@ -37,6 +37,7 @@ mod codec;
 mod error;
 mod graph;
 mod keys;
+pub mod neighbourhood;
 mod params;
 mod prg;
 mod quantize;
@@ -50,12 +51,18 @@ pub use error::SecAggError;
 pub use graph::neighbours;
 pub use keys::AdvertisedKeys;
 pub use params::{MAX_NEIGHBOURS, MAX_VECTOR_LEN, Params};
+pub use prg::{MaskPrg, hardware_aes};
 pub use quantize::Quantizer;
 pub use server::Server;
 pub use shares::{EncryptedShare, RevealedShare, ShareKind};
 
 /// The mask PRG's word stream for `seed`, words [offset, offset + out.len()):
 /// exposed so the caller (and tests) can check masks independently.
-pub fn prg_words(seed: &[u8; 32], out: &mut [u32], offset: usize) -> Result<(), SecAggError> {
-    prg::expand_words(seed, out, offset)
+pub fn prg_words(
+    prg: MaskPrg,
+    seed: &[u8; 32],
+    out: &mut [u32],
+    offset: usize,
+) -> Result<(), SecAggError> {
+    prg::expand_words(prg, seed, out, offset)
 }

@@ -2,6 +2,8 @@
 //! RoundPlan), and the defaults for the neighbourhood size and threshold.
 
 use super::error::SecAggError;
+use super::neighbourhood::{self, Tolerance};
+use super::prg::MaskPrg;
 
 /// Upper bound on a neighbourhood: Shamir sharing over GF(2^8) has only 255
 /// distinct non-zero evaluation points, and a participant's shares go to its
@@ -29,11 +31,16 @@ pub struct Params {
     pub graph_seed: [u8; 32],
     /// Number of `u32` coordinates every participant contributes.
     pub vector_len: usize,
+    /// The stream cipher that expands every mask seed.
+    pub prg: MaskPrg,
 }
 
 impl Params {
-    /// Builds parameters with the default k and t for this roster size. The
-    /// roster may come in any order; it is sorted here.
+    /// Builds parameters with k and t derived for this roster size at the
+    /// default tolerance (`neighbourhood::choose`, `Tolerance::DEFAULT`) and
+    /// the fastest PRG of this machine (AES-128-CTR where it has AES
+    /// instructions, else ChaCha20). The roster may come in any order; it is
+    /// sorted here.
     pub fn new(
         round: u32,
         federation: impl Into<String>,
@@ -42,37 +49,19 @@ impl Params {
         vector_len: usize,
     ) -> Result<Self, SecAggError> {
         participants.sort();
-        let k = Self::default_neighbours(participants.len());
+        let chosen = neighbourhood::choose(participants.len(), Tolerance::DEFAULT)?;
         let params = Params {
             round,
             federation: federation.into(),
             participants,
-            neighbours: k,
-            threshold: Self::default_threshold(k),
+            neighbours: chosen.neighbours,
+            threshold: chosen.threshold,
             graph_seed,
             vector_len,
+            prg: MaskPrg::fastest_for(std::iter::empty()),
         };
         params.validate()?;
         Ok(params)
-    }
-
-    /// k = min(n − 1, 8·⌈log₂ n⌉).
-    ///
-    /// Bell et al. (2020) show k = O(log n) suffices; the constant trades
-    /// bandwidth and masking work against robustness. With a majority
-    /// threshold, 8·⌈log₂ n⌉ keeps every neighbourhood above threshold at 30 %
-    /// uniform dropout with high probability (n = 100: k = 56, 57 holders,
-    /// t = 29, a surviving participant's holders keep ≈ 40 survivors,
-    /// standard deviation ≈ 2.3), while
-    /// rosters up to 49 participants get the complete graph of the original
-    /// Bonawitz et al. protocol. The result is always even or n − 1.
-    pub fn default_neighbours(n: usize) -> usize {
-        if n < 2 {
-            return 0;
-        }
-        let log2 = (usize::BITS - (n - 1).leading_zeros()) as usize;
-        let k = (8 * log2).min(MAX_NEIGHBOURS);
-        if k >= n - 1 { n - 1 } else { k }
     }
 
     /// t = ⌊(k+1)/2⌋ + 1, the smallest strict majority of the k + 1 holders

@@ -73,4 +73,14 @@ impl Quantizer {
             .map(|&s| (f64::from(s as i32) / self.scale) as f32)
             .collect()
     }
+
+    /// [`Quantizer::dequantize_sum`] into the sum's own allocation (u32 and
+    /// f32 share size and alignment, so `collect` reuses the buffer): no
+    /// second model-sized vector.
+    pub fn dequantize_sum_in_place(&self, sum: Vec<u32>) -> Vec<f32> {
+        let scale = self.scale;
+        sum.into_iter()
+            .map(|s| (f64::from(s as i32) / scale) as f32)
+            .collect()
+    }
 }

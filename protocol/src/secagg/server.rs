@@ -424,7 +424,7 @@ impl Server {
                 .map(|h| h.join().unwrap_or(Err(SecAggError::WorkerPanicked)))
                 .collect()
         });
-        let mut masks = MaskSet::new();
+        let mut masks = MaskSet::new(self.params.prg);
         for batch in batches {
             for seeds in batch? {
                 for (seed, sign) in &seeds {

@@ -242,6 +242,26 @@ pub fn validate(fr: &FederationRound, td: &TrustDomain) -> Result<(), SpecErrors
                 );
             }
         }
+        // Without explicit neighbours the aggregator derives k and t for
+        // the full roster; refuse here what it would refuse at round one.
+        if sa.neighbours.is_none() && vaults.len() >= 2 {
+            use modelpub_protocol::secagg::{SecAggError, neighbourhood};
+            let default = neighbourhood::Tolerance::DEFAULT;
+            let tolerance = neighbourhood::Tolerance {
+                dropout: sa.tolerated_dropout.unwrap_or(default.dropout),
+                corruption: sa.tolerated_corruption.unwrap_or(default.corruption),
+            };
+            match neighbourhood::choose(vaults.len(), tolerance) {
+                Ok(_) => {}
+                Err(SecAggError::InvalidParams(why)) => {
+                    err("spec.secureAggregation.toleratedDropout".into(), why)
+                }
+                Err(other) => err(
+                    "spec.secureAggregation.toleratedDropout".into(),
+                    other.to_string(),
+                ),
+            }
+        }
     }
 
     // Model, data set and DP settings must render into node-agent configs.
@@ -494,6 +514,15 @@ mod tests {
             "{m:?}"
         );
         assert!(m.contains(&"spec.secureAggregation.threshold: 5 exceeds spec.secureAggregation.neighbours (2)".to_string()), "{m:?}");
+        let mut fr = round_fixture();
+        fr.spec.secure_aggregation.tolerated_dropout = Some(0.7);
+        let m = messages(&fr);
+        assert!(
+            m.iter().any(|e| e
+                .starts_with("spec.secureAggregation.toleratedDropout: no neighbour count")
+                && e.contains("70 % dropout")),
+            "{m:?}"
+        );
         let mut fr = round_fixture();
         fr.spec.differential_privacy.enabled = true;
         let m = messages(&fr);

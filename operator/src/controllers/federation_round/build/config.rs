@@ -14,8 +14,9 @@ use modelpub_agent_config::{
     SecureSettings, StrategyConfig, TrainingSettings, VaultRef,
 };
 use modelpub_crds::federation_round::{
-    Architecture, DatasetKind, FederationRoundSpec, StrategyType, VaultSpec,
+    Architecture, DatasetKind, FederationRoundSpec, MaskPrgChoice, StrategyType, VaultSpec,
 };
+use modelpub_protocol::secagg::MaskPrg;
 
 use super::{AggregatorAt, Identities, Round, names};
 use crate::error::{Error, FieldError, SpecErrors};
@@ -129,6 +130,13 @@ pub fn secure(spec: &FederationRoundSpec) -> Option<SecureSettings> {
         neighbours: s.neighbours,
         threshold: s.threshold,
         stage_timeout_secs: u64::from(s.stage_timeout_seconds),
+        mask_prg: match s.mask_prg {
+            MaskPrgChoice::Auto => None,
+            MaskPrgChoice::Aes128Ctr => Some(MaskPrg::Aes128Ctr),
+            MaskPrgChoice::ChaCha20 => Some(MaskPrg::ChaCha20),
+        },
+        tolerated_dropout: s.tolerated_dropout,
+        tolerated_corruption: s.tolerated_corruption,
     })
 }
 
