@@ -23,26 +23,6 @@ pub enum MeanUpdate {
     },
 }
 
-impl MeanUpdate {
-    /// One slice per tensor, in the model's order.
-    pub fn tensors(&self) -> Vec<&[f32]> {
-        match self {
-            MeanUpdate::PerTensor(w) => w.iter().map(Vec::as_slice).collect(),
-            MeanUpdate::Flat { values, lengths } => {
-                let mut rest = values.as_slice();
-                lengths
-                    .iter()
-                    .map(|&len| {
-                        let (head, tail) = rest.split_at(len.min(rest.len()));
-                        rest = tail;
-                        head
-                    })
-                    .collect()
-            }
-        }
-    }
-}
-
 pub trait Strategy: Send {
     fn name(&self) -> &'static str;
 

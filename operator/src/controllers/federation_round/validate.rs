@@ -246,11 +246,9 @@ pub fn validate(fr: &FederationRound, td: &TrustDomain) -> Result<(), SpecErrors
         // the full roster; refuse here what it would refuse at round one.
         if sa.neighbours.is_none() && vaults.len() >= 2 {
             use modelpub_protocol::secagg::{SecAggError, neighbourhood};
-            let default = neighbourhood::Tolerance::DEFAULT;
-            let tolerance = neighbourhood::Tolerance {
-                dropout: sa.tolerated_dropout.unwrap_or(default.dropout),
-                corruption: sa.tolerated_corruption.unwrap_or(default.corruption),
-            };
+            // The tolerance exactly as the aggregator will read it.
+            let tolerance =
+                config::secure(spec).map_or(neighbourhood::Tolerance::DEFAULT, |s| s.tolerance());
             match neighbourhood::choose(vaults.len(), tolerance) {
                 Ok(_) => {}
                 Err(SecAggError::InvalidParams(why)) => {
