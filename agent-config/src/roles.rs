@@ -120,6 +120,11 @@ pub struct AggregatorConfig {
     pub round_timeout_secs: u64,
     /// How long to wait for the roster to join before round 1.
     pub join_timeout_secs: u64,
+    /// Before planning a round, how long to wait for joined participants
+    /// whose connections have all closed to come back (a restarted process
+    /// or pod). Past it they sit the round out; 0 plans at once.
+    #[serde(default)]
+    pub rejoin_grace_secs: u64,
     pub strategy: StrategyConfig,
     pub training: TrainingSettings,
     pub model: ModelConfig,
@@ -336,6 +341,7 @@ mod tests {
             rounds: 3,
             round_timeout_secs: 60,
             join_timeout_secs: 120,
+            rejoin_grace_secs: 0,
             strategy: StrategyConfig::FedAvg,
             training: TrainingSettings {
                 local_epochs: 1,

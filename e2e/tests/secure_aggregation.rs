@@ -83,6 +83,14 @@ fn three_institutions_survive_a_third_dropping_out_every_round() {
         assert_eq!(r["succeeded"], true, "{r}");
         assert_eq!(r["dropped"], 1, "{r}");
         assert!(log.contains(r["dropped_names"][0].as_str().unwrap()));
+        // A killed institution's connection closes with it, so no stage
+        // waits out its 10 s timeout for it (issue 13).
+        let seconds = r["seconds"].as_f64().unwrap();
+        assert!(
+            seconds < 5.0,
+            "round {} took {seconds} s with one institution killed in it",
+            r["round"]
+        );
     }
 }
 

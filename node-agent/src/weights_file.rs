@@ -11,6 +11,8 @@ pub enum WeightsFileError {
     Format(String),
     #[error("tensor `{name}` has dtype {dtype:?}, which the protocol does not carry")]
     Dtype { name: String, dtype: Dtype },
+    #[error("cannot write {0}: {1}")]
+    Write(String, #[source] std::io::Error),
 }
 
 fn to_safetensors_dtype(d: pb::Dtype) -> Option<Dtype> {
@@ -44,8 +46,22 @@ fn from_safetensors_dtype(d: Dtype) -> Option<pb::Dtype> {
 }
 
 pub fn encode(set: &TensorSet) -> Result<Vec<u8>, WeightsFileError> {
-    let views = set
-        .tensors
+    safetensors::serialize(views(set)?, None).map_err(|e| WeightsFileError::Format(e.to_string()))
+}
+
+/// Writes `set` to `path` tensor by tensor, without building the whole file
+/// in memory first (a model-sized buffer at the aggregator's peak).
+pub fn write(set: &TensorSet, path: &std::path::Path) -> Result<(), WeightsFileError> {
+    safetensors::serialize_to_file(views(set)?, None, path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(e) => {
+            WeightsFileError::Write(path.display().to_string(), e)
+        }
+        other => WeightsFileError::Format(other.to_string()),
+    })
+}
+
+fn views(set: &TensorSet) -> Result<Vec<(String, TensorView<'_>)>, WeightsFileError> {
+    set.tensors
         .iter()
         .map(|t| {
             let dtype = to_safetensors_dtype(t.dtype)
@@ -55,8 +71,7 @@ pub fn encode(set: &TensorSet) -> Result<Vec<u8>, WeightsFileError> {
                 .map_err(|e| WeightsFileError::Format(format!("`{}`: {e}", t.name)))?;
             Ok((t.name.clone(), view))
         })
-        .collect::<Result<Vec<_>, WeightsFileError>>()?;
-    safetensors::serialize(views, None).map_err(|e| WeightsFileError::Format(e.to_string()))
+        .collect()
 }
 
 /// Tensors come back sorted by name, the order models export them in.
@@ -75,7 +90,7 @@ pub fn decode(bytes: &[u8]) -> Result<TensorSet, WeightsFileError> {
                 name,
                 dtype,
                 shape: view.shape().iter().map(|d| *d as u64).collect(),
-                data: view.data().to_vec(),
+                data: view.data().to_vec().into(),
             })
         })
         .collect::<Result<Vec<_>, WeightsFileError>>()?;
@@ -97,6 +112,20 @@ mod tests {
         let back = decode(&encode(&set).unwrap()).unwrap();
         assert_eq!(back, set);
         assert_eq!(back.digest(), set.digest());
+    }
+
+    #[test]
+    fn a_written_file_is_the_encoding_and_an_unwritable_path_is_named() {
+        let set =
+            TensorSet::new(vec![NamedTensor::from_f32("w", vec![3], &[1.0, 2.0, 3.0])]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        write(&set, &path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), encode(&set).unwrap());
+        let missing = dir.path().join("no-such-dir/m.safetensors");
+        let e = write(&set, &missing).unwrap_err();
+        assert!(matches!(e, WeightsFileError::Write(..)), "{e:?}");
+        assert!(e.to_string().contains("no-such-dir"), "{e}");
     }
 
     #[test]

@@ -459,6 +459,7 @@ fn a_federation_runs_from_read_only_mounts() {
         rounds: 1,
         round_timeout_secs: 60,
         join_timeout_secs: 60,
+        rejoin_grace_secs: 0,
         strategy: StrategyConfig::FedAvg,
         training,
         model: ModelConfig::default_for(DataShape::DIGITS),

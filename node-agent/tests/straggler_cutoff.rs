@@ -1,7 +1,8 @@
 //! The straggler cutoff as participants meet it: a round never closes on
 //! slow participants before enough updates are in for it to count, and
 //! once they are, a participant that never answers does not hold the
-//! round to its full deadline.
+//! round to its full deadline, and one whose connection has closed is not
+//! waited for at all.
 
 mod common;
 
@@ -100,6 +101,42 @@ async fn slow_participants_are_waited_for_until_the_round_can_count() {
     assert!(
         closed_after >= Duration::from_secs(4) && closed_after < Duration::from_secs(30),
         "round 2 closed {closed_after:?} after its quorum; the cutoff should be about 5 s"
+    );
+    fed.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_connection_closes_is_not_waited_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Three institutions, a round counts with two: without the closed
+    // connection the round would wait out the straggler cutoff (at least
+    // 5 s after the two updates) for the third.
+    let fed = start_federation_with_min(&tmp.path().join("fed"), 3, 1, 2).await;
+    let mut insts = Vec::new();
+    for inst in &fed.institutions {
+        let mut rpc = client(inst, &fed.aggregator).await;
+        let me = signer(inst);
+        rpc.join(me.seal(0, &join_request())).await.unwrap();
+        insts.push(Institution { rpc, me });
+    }
+    let mut plans = Vec::new();
+    for inst in &mut insts {
+        plans.push(inst.plan(0).await);
+    }
+    assert_eq!(plans[0].participants.len(), 3);
+    // inst-2 goes away as a crashed process would: its only connection closes.
+    drop(insts.pop());
+    let quorum_in = Instant::now();
+    insts[0].upload(&plans[0]).await;
+    insts[1].upload(&plans[1]).await;
+    let result = insts[0].result(1).await;
+    let closed_after = quorum_in.elapsed();
+    assert!(result.succeeded, "{}", result.reason);
+    assert_eq!(result.participants, vec!["inst-0", "inst-1"]);
+    assert_eq!(result.dropped, vec!["inst-2"]);
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "the round closed {closed_after:?} after the two updates; inst-2's connection had closed, so nobody was left to wait for"
     );
     fed.server.abort();
 }

@@ -6,6 +6,7 @@
 //! and reassembled chunk by chunk with [`TensorAssembler`], which checks
 //! every byte against the manifest and the digest.
 
+pub use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::pb;
@@ -78,12 +79,37 @@ pub fn dtype_size(dtype: pb::Dtype) -> Option<u64> {
 }
 
 /// One named tensor: its spec and its little-endian bytes.
+///
+/// The bytes are shared and immutable ([`Bytes`]): cloning a tensor, or a
+/// model held by several streams, copies no data, and the tensors of a model
+/// built from one f32 buffer ([`f32_le_bytes`]) can all be views of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedTensor {
     pub name: String,
     pub dtype: pb::Dtype,
     pub shape: Vec<u64>,
-    pub data: Vec<u8>,
+    pub data: Bytes,
+}
+
+/// `values` as little-endian f32 bytes, in the allocation they already have.
+///
+/// The aggregator's new global model is the mean update's own buffer: a copy
+/// of the largest tensor at the end of every round would be most of a model
+/// (issue 16). On a little-endian machine the byte swap compiles away; on a
+/// big-endian one it runs in place.
+pub fn f32_le_bytes(values: Vec<f32>) -> Bytes {
+    // u32 has f32's size and alignment, so this collect reuses the buffer.
+    let words: Vec<u32> = values.into_iter().map(|v| v.to_bits().to_le()).collect();
+    Bytes::from_owner(LittleEndianWords(words))
+}
+
+/// Owns the words behind [`f32_le_bytes`] and shows them as bytes.
+struct LittleEndianWords(Vec<u32>);
+
+impl AsRef<[u8]> for LittleEndianWords {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
 }
 
 impl NamedTensor {
@@ -96,7 +122,7 @@ impl NamedTensor {
             name: name.into(),
             dtype: pb::Dtype::F32,
             shape,
-            data,
+            data: data.into(),
         }
     }
 
@@ -417,7 +443,7 @@ impl TensorAssembler {
                 dtype: pb::Dtype::try_from(spec.dtype).unwrap_or(pb::Dtype::Unspecified),
                 name: spec.name,
                 shape: spec.shape,
-                data,
+                data: data.into(),
             })
             .collect();
         Ok(TensorSet { tensors })

@@ -430,7 +430,7 @@ mod tests {
         s.push(&pb::TensorChunk {
             tensor_index: 1,
             offset: 0,
-            data: update.tensors[1].data.clone(),
+            data: update.tensors[1].data.to_vec(),
         })
         .unwrap();
         assert_eq!(
@@ -490,7 +490,7 @@ mod tests {
     fn spool(update: &TensorSet, dir: &std::path::Path, piece: usize, flip: bool) -> StagedMasked {
         let len = update.tensors[0].shape[0];
         let mut s = StagedMasked::new(&update.manifest(), len, dir).unwrap();
-        let mut data = update.tensors[0].data.clone();
+        let mut data = update.tensors[0].data.to_vec();
         if flip {
             data[5] ^= 1;
         }

@@ -15,17 +15,18 @@ use modelpub_protocol::pb;
 use modelpub_protocol::pb::federation_server::FederationServer;
 use modelpub_protocol::replay::ReplayGuard;
 use modelpub_protocol::secagg::MaskPrg;
-use modelpub_protocol::tensor::{NamedTensor, TensorSet};
 use modelpub_protocol::tls::TlsMaterial;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::Shared;
 use super::evaluator::Evaluator;
+use super::presence::Present;
 use super::round;
+use super::server_step;
 use super::service::FederationService;
 use super::state::{GlobalModel, Phase, State};
-use super::strategy::{self, MeanUpdate, Strategy};
+use super::strategy::{self, Strategy};
 use crate::audit_trail;
 use crate::config::{AggregatorConfig, read_json};
 use crate::model::Model;
@@ -95,8 +96,25 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let refusals = shared.clone();
-    let incoming = super::listener::incoming(listener, tls, move |r| refused(&refusals, r));
+    let present = shared.clone();
+    let incoming = super::listener::incoming(
+        listener,
+        tls,
+        move |r| refused(&refusals, r),
+        move |client| {
+            let party = client.and_then(|c| c.common_name)?;
+            Some(Present::arrive(present.clone(), party))
+        },
+    );
+    // HTTP/2 lets each peer send a whole receive window before anyone
+    // reads it, and uploads wait for a staging slot: with hyper's fixed
+    // 1 MiB windows that is a megabyte per waiting participant, the one
+    // part of the aggregator's memory that grew with n (issue 16). The
+    // adaptive window sizes each connection to its measured
+    // bandwidth-delay product instead, which is what a WAN link needs and
+    // far less on a LAN.
     let server = tonic::transport::Server::builder()
+        .http2_adaptive_window(Some(true))
         .add_service(FederationServer::new(FederationService::new(
             shared.clone(),
             spool_dir,
@@ -232,6 +250,13 @@ async fn drive(
             stopped_early = Some(reason);
             break;
         }
+        if round > 1 && config.rejoin_grace_secs > 0 {
+            let grace = Instant::now() + Duration::from_secs(config.rejoin_grace_secs);
+            wait_until(shared, grace, |s| {
+                s.joined.keys().all(|p| !s.presence.gone(p))
+            })
+            .await;
+        }
         let joined = joined_now(shared)?;
         let plan = round::plan(shared, round, &joined, strategy.as_ref(), vector_len)?;
         // One span per round (exported over OTLP when configured); the
@@ -246,12 +271,10 @@ async fn drive(
         }
         let (ok, reason) = match closed.mean {
             Ok(mean) => {
-                // The f32 working copy lives only while the round closes
-                // (the global model is kept once, encoded): at most the
-                // global, the mean and this copy, or the global, this copy
-                // and the new encoding, are alive at once.
+                // While the round closes only the current global model and
+                // the mean's buffer, which becomes the next one, are alive.
                 let current = shared.lock_anyhow()?.global.clone();
-                let set = step_model(strategy.as_mut(), &current, &layout, mean)
+                let set = server_step::step_model(strategy.as_mut(), &current, &layout, mean)
                     .with_context(|| format!("round {round}"))?;
                 drop(current);
                 let new_global = GlobalModel::new(set);
@@ -356,10 +379,17 @@ async fn drive(
     })
 }
 
-/// Everyone who has joined so far: participants that come back after a
-/// crash are planned again from the next round on.
+/// Everyone who has joined so far and is still connected: participants
+/// that come back after a crash are planned again from the next round on,
+/// and one whose connections have all closed is not planned at all, so a
+/// party that is gone neither counts as a dropout in every later round nor
+/// sizes the secure-aggregation threshold.
 fn joined_now(shared: &Shared) -> anyhow::Result<Vec<String>> {
-    Ok(shared.lock_anyhow()?.joined.keys().cloned().collect())
+    let state = shared.lock_anyhow()?;
+    Ok((state.joined.keys())
+        .filter(|p| !state.presence.gone(p))
+        .cloned()
+        .collect())
 }
 
 /// Gang start: the first round waits for the whole roster, or for the join
@@ -426,102 +456,14 @@ async fn finish(shared: &Arc<Shared>, reason: String) {
     .await;
 }
 
-/// Values of the global model decoded at a time while stepping it.
-const STEP_SLICE: usize = 1 << 20;
-
-/// The next global model: the strategy's step of `global` by `mean`, taken
-/// in the mean's own buffers, then encoded tensor by tensor from the end
-/// while the buffer shrinks. Beside the current global model this holds one
-/// model-sized buffer and one tensor's encoding at a time, so closing a
-/// round costs at most the global, the mean and the largest tensor.
-fn step_model(
-    strategy: &mut dyn Strategy,
-    global: &GlobalModel,
-    layout: &[(String, Vec<u64>)],
-    mean: MeanUpdate,
-) -> anyhow::Result<TensorSet> {
-    let mismatch = || anyhow::anyhow!("the mean update does not match the global model's tensors");
-    let step = |strategy: &mut dyn Strategy, i: usize, update: &mut [f32]| -> anyhow::Result<()> {
-        let tensor = &global.set.tensors[i];
-        if tensor.dtype != pb::Dtype::F32 || tensor.data.len() != update.len() * 4 {
-            bail!(
-                "tensor {} of the global model does not match the mean update",
-                tensor.name
-            );
-        }
-        let len = update.len();
-        let mut decoded = Vec::with_capacity(STEP_SLICE.min(len));
-        for (k, (bytes, part)) in (tensor.data.chunks(STEP_SLICE * 4))
-            .zip(update.chunks_mut(STEP_SLICE))
-            .enumerate()
-        {
-            decoded.clear();
-            decoded.extend(
-                bytes
-                    .as_chunks::<4>()
-                    .0
-                    .iter()
-                    .map(|b| f32::from_le_bytes(*b)),
-            );
-            strategy.step(i, len, k * STEP_SLICE, &decoded, part);
-        }
-        if update.iter().any(|v| !v.is_finite()) {
-            bail!(
-                "the new global model has non-finite weights in {}",
-                tensor.name
-            );
-        }
-        Ok(())
-    };
-    if layout.len() != global.set.tensors.len() {
-        return Err(mismatch());
-    }
-    let mut encoded = Vec::with_capacity(layout.len());
-    match mean {
-        MeanUpdate::PerTensor(tensors) => {
-            if tensors.len() != layout.len() {
-                return Err(mismatch());
-            }
-            for (i, mut update) in tensors.into_iter().enumerate() {
-                step(strategy, i, &mut update)?;
-                let (name, shape) = &layout[i];
-                encoded.push(NamedTensor::from_f32(name.clone(), shape.clone(), &update));
-            }
-        }
-        MeanUpdate::Flat {
-            mut values,
-            lengths,
-        } => {
-            if lengths.len() != layout.len() || lengths.iter().sum::<usize>() != values.len() {
-                return Err(mismatch());
-            }
-            let mut at = 0;
-            for (i, &len) in lengths.iter().enumerate() {
-                step(strategy, i, &mut values[at..at + len])?;
-                at += len;
-            }
-            for (i, &len) in lengths.iter().enumerate().rev() {
-                let start = values.len() - len;
-                let (name, shape) = &layout[i];
-                encoded.push(NamedTensor::from_f32(
-                    name.clone(),
-                    shape.clone(),
-                    &values[start..],
-                ));
-                values.truncate(start);
-                values.shrink_to_fit();
-            }
-            encoded.reverse();
-        }
-    }
-    Ok(TensorSet::new(encoded)?)
-}
-
-/// The latest global model, replaced atomically so a crash never leaves a
-/// half-written file.
+/// Replaces the published model atomically: readers see the old file or the
+/// new one, never a half-written one.
 fn publish_model(party: &PartyDir, model: &GlobalModel) -> anyhow::Result<()> {
-    let bytes = weights_file::encode(&model.set)?;
-    write_atomically(&party.root().join("global-model.safetensors"), &bytes)
+    let path = party.root().join("global-model.safetensors");
+    let tmp = path.with_extension("tmp");
+    weights_file::write(&model.set, &tmp)?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {

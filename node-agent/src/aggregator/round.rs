@@ -1,6 +1,8 @@
 //! One round, from plan to mean update: the stages of a secure round
 //! (advertise keys, share keys, masked input, unmask), or the single upload
-//! stage of a plain one. Whoever misses a stage's deadline has dropped.
+//! stage of a plain one. Whoever misses a stage's deadline has dropped; a
+//! stage stops waiting for a participant whose connections have all
+//! closed (`presence.rs`).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -293,7 +295,10 @@ async fn secure_key_stages(
     dropped: &mut Vec<(String, &'static str)>,
 ) -> anyhow::Result<()> {
     wait_until(shared, Instant::now() + timeout, |s| {
-        secure_of(s).is_none_or(|r| r.advertisements.len() >= plan.participants.len())
+        secure_of(s).is_none_or(|r| {
+            (plan.participants.iter())
+                .all(|p| r.advertisements.contains_key(p) || s.presence.gone(p))
+        })
     })
     .await;
     close_stage(shared, |r| {
@@ -307,7 +312,10 @@ async fn secure_key_stages(
         Ok(())
     })?;
     wait_until(shared, Instant::now() + timeout, |s| {
-        secure_of(s).is_none_or(|r| r.stage != Stage::ShareKeys || r.shared.len() >= r.u1.len())
+        secure_of(s).is_none_or(|r| {
+            r.stage != Stage::ShareKeys
+                || (r.u1.iter()).all(|p| r.shared.contains(p) || s.presence.gone(p))
+        })
     })
     .await;
     close_stage(shared, |r| {
@@ -357,7 +365,7 @@ async fn await_uploads(shared: &Shared, deadline: Instant) {
                         let waited = at.saturating_duration_since(r.started);
                         at + (waited * STRAGGLER_FACTOR).max(MIN_STRAGGLER_GRACE)
                     });
-                    (failed || r.all_in(), cutoff)
+                    (failed || r.all_in(&state.presence), cutoff)
                 }
                 _ => (true, None),
             },
@@ -416,8 +424,10 @@ async fn secure_unmask(
         Ok(())
     })?;
     wait_until(shared, Instant::now() + timeout, |s| {
-        secure_of(s)
-            .is_none_or(|r| r.stage != Stage::Unmask || r.revealed.len() >= r.survivors.len())
+        secure_of(s).is_none_or(|r| {
+            r.stage != Stage::Unmask
+                || (r.survivors.iter()).all(|p| r.revealed.contains(p) || s.presence.gone(p))
+        })
     })
     .await;
     let (server, failure, quantizer, silent) = {

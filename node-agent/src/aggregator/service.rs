@@ -685,6 +685,14 @@ impl Drop for ReceivingGuard<'_> {
     }
 }
 
+/// Bytes of the global model per download chunk. Every participant
+/// downloads at once and each stream holds its chunk in flight (encoded, in
+/// HTTP/2's send buffer) until the reader takes it, so this is the part of
+/// the aggregator's memory that grows with n (issue 16): a quarter of the
+/// 1 MiB a chunk may carry keeps it small while the per-message overhead
+/// stays negligible.
+const DOWNLOAD_CHUNK_BYTES: usize = modelpub_protocol::tensor::MAX_CHUNK_BYTES / 4;
+
 /// The global model's chunks, produced lazily so a download costs no copy
 /// of the model beyond the chunk in flight.
 struct ModelChunks {
@@ -709,8 +717,7 @@ impl Iterator for ModelChunks {
         loop {
             let t = self.model.set.tensors.get(self.tensor)?;
             if self.offset < t.data.len() {
-                let end =
-                    (self.offset + modelpub_protocol::tensor::MAX_CHUNK_BYTES).min(t.data.len());
+                let end = (self.offset + DOWNLOAD_CHUNK_BYTES).min(t.data.len());
                 let chunk = pb::TensorChunk {
                     tensor_index: self.tensor as u32,
                     offset: self.offset as u64,

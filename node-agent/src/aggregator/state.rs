@@ -68,12 +68,15 @@ impl OpenRound {
         }
     }
 
-    pub fn all_in(&self) -> bool {
+    /// Whether every participant expected to upload has, or is gone.
+    pub fn all_in(&self, presence: &super::presence::Presence) -> bool {
         let expected: &[String] = match &self.secure {
             Some(s) => &s.u2,
             None => &self.plan.participants,
         };
-        expected.iter().all(|p| self.uploaded.contains(p))
+        expected
+            .iter()
+            .all(|p| self.uploaded.contains(p) || presence.gone(p))
     }
 }
 
@@ -142,6 +145,8 @@ pub struct State {
     pub results: BTreeMap<u32, pb::RoundResult>,
     /// Who has been told the run is over, so the server can stop once all know.
     pub told_finished: BTreeSet<String>,
+    /// Open connections per party: a party with none left is not waited for.
+    pub presence: super::presence::Presence,
 }
 
 impl State {
@@ -152,6 +157,7 @@ impl State {
             global,
             results: BTreeMap::new(),
             told_finished: BTreeSet::new(),
+            presence: Default::default(),
         }
     }
 

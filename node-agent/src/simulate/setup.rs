@@ -124,6 +124,9 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
         rounds: plan.rounds,
         round_timeout_secs: plan.round_timeout_secs,
         join_timeout_secs: 60,
+        // --dropout restarts every killed institution for the next round;
+        // that round waits for it as long as a stage would.
+        rejoin_grace_secs: plan.secure.as_ref().map_or(10, |s| s.stage_timeout_secs),
         strategy: plan.strategy.clone(),
         training: plan.training.clone(),
         model: plan.model.clone(),

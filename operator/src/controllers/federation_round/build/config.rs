@@ -188,6 +188,9 @@ pub fn aggregator(round: &Round, ids: &Identities) -> Result<AggregatorConfig, E
         rounds: spec.rounds,
         round_timeout_secs: u64::from(spec.participants.round_timeout_seconds),
         join_timeout_secs: u64::from(spec.participants.join_timeout_seconds),
+        // A killed participant pod sits out the rounds until its
+        // replacement connects; rounds do not wait for it.
+        rejoin_grace_secs: 0,
         strategy: strategy(spec),
         training: training(spec)?,
         model: model(spec)?,
