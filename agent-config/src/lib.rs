@@ -13,6 +13,6 @@ pub mod roles;
 
 pub use model::{BYTE_VOCAB, DataShape, MAX_PARAMETERS, ModelConfig, ModelConfigError};
 pub use roles::{
-    AggregatorConfig, Fault, FaultStage, ParticipantConfig, PrivacySettings, SecureSettings,
-    StrategyConfig, TrainingSettings, VaultRef,
+    AggregatorConfig, DEFAULT_KEEPALIVE_SECS, Fault, FaultStage, ParticipantConfig,
+    PrivacySettings, SecureSettings, StrategyConfig, TrainingSettings, VaultRef,
 };

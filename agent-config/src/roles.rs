@@ -125,6 +125,12 @@ pub struct AggregatorConfig {
     /// or pod). Past it they sit the round out; 0 plans at once.
     #[serde(default)]
     pub rejoin_grace_secs: u64,
+    /// How often the aggregator pings each connection (HTTP/2 keepalive)
+    /// and how long it waits for the answer: a peer that answers neither,
+    /// its node powered off or its network split, is gone after about
+    /// twice this instead of at the stage timeout. 0 turns pings off.
+    #[serde(default = "default_keepalive_secs")]
+    pub keepalive_secs: u64,
     pub strategy: StrategyConfig,
     pub training: TrainingSettings,
     pub model: ModelConfig,
@@ -155,6 +161,15 @@ pub struct AggregatorConfig {
     /// this party's own `ca.crt`. Empty in a round held in one cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer_client_cas: Vec<String>,
+}
+
+/// The aggregator's keepalive when its configuration names none: a silent
+/// peer is gone within about 40 s, while a CPU-bound participant (which
+/// trains off the thread that answers pings) is never mistaken for one.
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 20;
+
+fn default_keepalive_secs() -> u64 {
+    DEFAULT_KEEPALIVE_SECS
 }
 
 fn no_compression() -> String {
@@ -342,6 +357,7 @@ mod tests {
             round_timeout_secs: 60,
             join_timeout_secs: 120,
             rejoin_grace_secs: 0,
+            keepalive_secs: DEFAULT_KEEPALIVE_SECS,
             strategy: StrategyConfig::FedAvg,
             training: TrainingSettings {
                 local_epochs: 1,

@@ -460,6 +460,7 @@ fn a_federation_runs_from_read_only_mounts() {
         round_timeout_secs: 60,
         join_timeout_secs: 60,
         rejoin_grace_secs: 0,
+        keepalive_secs: modelpub_agent_config::DEFAULT_KEEPALIVE_SECS,
         strategy: StrategyConfig::FedAvg,
         training,
         model: ModelConfig::default_for(DataShape::DIGITS),

@@ -113,8 +113,14 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     // adaptive window sizes each connection to its measured
     // bandwidth-delay product instead, which is what a WAN link needs and
     // far less on a LAN.
+    // Pings catch the peer that vanishes without closing its connection
+    // (presence.rs); a ping unanswered for as long closes it.
+    let keepalive = (shared.config.keepalive_secs > 0)
+        .then(|| Duration::from_secs(shared.config.keepalive_secs));
     let server = tonic::transport::Server::builder()
         .http2_adaptive_window(Some(true))
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(keepalive)
         .add_service(FederationServer::new(FederationService::new(
             shared.clone(),
             spool_dir,

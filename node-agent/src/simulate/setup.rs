@@ -127,6 +127,7 @@ pub fn lay_out(out: &Path, plan: &Plan) -> anyhow::Result<Layout> {
         // --dropout restarts every killed institution for the next round;
         // that round waits for it as long as a stage would.
         rejoin_grace_secs: plan.secure.as_ref().map_or(10, |s| s.stage_timeout_secs),
+        keepalive_secs: modelpub_agent_config::DEFAULT_KEEPALIVE_SECS,
         strategy: plan.strategy.clone(),
         training: plan.training.clone(),
         model: plan.model.clone(),

@@ -41,6 +41,18 @@ pub async fn start_federation_with_min(
     rounds: u32,
     min: u32,
 ) -> Federation {
+    start_federation_with(out, n, rounds, min, |_| {}).await
+}
+
+/// As [`start_federation_with_min`], with the aggregator's configuration
+/// changed by `tweak` before it starts.
+pub async fn start_federation_with(
+    out: &std::path::Path,
+    n: usize,
+    rounds: u32,
+    min: u32,
+    tweak: impl FnOnce(&mut AggregatorConfig),
+) -> Federation {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
     let whole = Dataset::Tabular(data::load_digits(&dir).unwrap());
     let (train, test) = data::split_train_test(&whole, 0.2, 1).unwrap();
@@ -78,6 +90,7 @@ pub async fn start_federation_with_min(
     .unwrap();
     let mut config: AggregatorConfig = read_json(&layout.aggregator.config()).unwrap();
     config.join_timeout_secs = 30;
+    tweak(&mut config);
     write_json(&layout.aggregator.config(), &config).unwrap();
     let server = tokio::spawn(aggregator::run(layout.aggregator.clone()));
     while std::fs::read_to_string(&layout.address_file).map_or(true, |a| a.is_empty()) {

@@ -191,6 +191,7 @@ pub fn aggregator(round: &Round, ids: &Identities) -> Result<AggregatorConfig, E
         // A killed participant pod sits out the rounds until its
         // replacement connects; rounds do not wait for it.
         rejoin_grace_secs: 0,
+        keepalive_secs: modelpub_agent_config::DEFAULT_KEEPALIVE_SECS,
         strategy: strategy(spec),
         training: training(spec)?,
         model: model(spec)?,
