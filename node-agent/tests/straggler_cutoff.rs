@@ -50,11 +50,8 @@ impl Institution {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_participants_are_waited_for_until_the_round_can_count() {
-    let tmp = tempfile::tempdir().unwrap();
-    // Three institutions; a round counts with two (round timeout 60 s).
-    let fed = start_federation_with_min(&tmp.path().join("fed"), 3, 2, 2).await;
+/// Every institution of `fed`, connected and joined.
+async fn join_all(fed: &common::Federation) -> Vec<Institution> {
     let mut insts = Vec::new();
     for inst in &fed.institutions {
         let mut rpc = client(inst, &fed.aggregator).await;
@@ -62,14 +59,29 @@ async fn slow_participants_are_waited_for_until_the_round_can_count() {
         rpc.join(me.seal(0, &join_request())).await.unwrap();
         insts.push(Institution { rpc, me });
     }
+    insts
+}
+
+/// Each institution's plan for the round after `after_round`.
+async fn plan_all(insts: &mut [Institution], after_round: u32) -> Vec<pb::RoundPlan> {
+    let mut plans = Vec::new();
+    for inst in insts {
+        plans.push(inst.plan(after_round).await);
+    }
+    plans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_participants_are_waited_for_until_the_round_can_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Three institutions; a round counts with two (round timeout 60 s).
+    let fed = start_federation_with_min(&tmp.path().join("fed"), 3, 2, 2).await;
+    let mut insts = join_all(&fed).await;
 
     // Round 1: one fast update, then the other two well past the minimum
     // grace (5 s) after it. The first alone cannot make the round count,
     // so nobody is cut off: all three are in.
-    let mut plans = Vec::new();
-    for inst in &mut insts {
-        plans.push(inst.plan(0).await);
-    }
+    let plans = plan_all(&mut insts, 0).await;
     assert_eq!(plans[0].round, 1);
     insts[0].upload(&plans[0]).await;
     tokio::time::sleep(Duration::from_millis(6500)).await;
@@ -83,10 +95,7 @@ async fn slow_participants_are_waited_for_until_the_round_can_count() {
     // Round 2: two answer at once, the third never does. The round closes
     // soon after the two (the cutoff is at least 5 s), not at its 60 s
     // deadline, and counts the two.
-    let mut plans = Vec::new();
-    for inst in &mut insts {
-        plans.push(inst.plan(1).await);
-    }
+    let plans = plan_all(&mut insts, 1).await;
     assert_eq!(plans[0].round, 2);
     let quorum_in = Instant::now();
     insts[0].upload(&plans[0]).await;
@@ -112,17 +121,8 @@ async fn a_participant_whose_connection_closes_is_not_waited_for() {
     // connection the round would wait out the straggler cutoff (at least
     // 5 s after the two updates) for the third.
     let fed = start_federation_with_min(&tmp.path().join("fed"), 3, 1, 2).await;
-    let mut insts = Vec::new();
-    for inst in &fed.institutions {
-        let mut rpc = client(inst, &fed.aggregator).await;
-        let me = signer(inst);
-        rpc.join(me.seal(0, &join_request())).await.unwrap();
-        insts.push(Institution { rpc, me });
-    }
-    let mut plans = Vec::new();
-    for inst in &mut insts {
-        plans.push(inst.plan(0).await);
-    }
+    let mut insts = join_all(&fed).await;
+    let plans = plan_all(&mut insts, 0).await;
     assert_eq!(plans[0].participants.len(), 3);
     // inst-2 goes away as a crashed process would: its only connection closes.
     drop(insts.pop());

@@ -115,7 +115,6 @@ fn new_tensor(name: &str, shape: &[u64], data: Bytes) -> NamedTensor {
 mod tests {
     use super::*;
     use crate::aggregator::strategy::{FedAvg, build};
-    use crate::config::StrategyConfig;
 
     fn global(values: &[&[f32]]) -> GlobalModel {
         let tensors = values
@@ -148,15 +147,7 @@ mod tests {
             .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
             .collect();
         let ub = vec![0.5f32; b.len()];
-        for config in [
-            StrategyConfig::FedAvg,
-            StrategyConfig::FedAdam {
-                server_learning_rate: 0.1,
-                beta1: 0.9,
-                beta2: 0.99,
-                tau: 1e-3,
-            },
-        ] {
+        for config in crate::aggregator::strategy::tests::stepping_strategies() {
             let per_tensor = step_model(
                 build(&config).as_mut(),
                 &g,

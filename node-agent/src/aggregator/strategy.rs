@@ -165,7 +165,7 @@ impl Strategy for FedAdam {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -182,14 +182,9 @@ mod tests {
         assert_eq!(build(&StrategyConfig::FedAvg).proximal_mu(), 0.0);
     }
 
-    #[test]
-    fn stepping_a_tensor_in_slices_equals_stepping_it_whole() {
-        let global: Vec<f32> = (0..10).map(|i| i as f32 * 0.1).collect();
-        let updates: [Vec<f32>; 2] = [
-            (0..10).map(|i| (i as f32 - 4.0) * 0.3).collect(),
-            (0..10).map(|i| (i as f32).sin()).collect(),
-        ];
-        for config in [
+    /// One strategy without server state and one with (Adam's moments).
+    pub(in crate::aggregator) fn stepping_strategies() -> [StrategyConfig; 2] {
+        [
             StrategyConfig::FedAvg,
             StrategyConfig::FedAdam {
                 server_learning_rate: 0.1,
@@ -197,7 +192,17 @@ mod tests {
                 beta2: 0.99,
                 tau: 1e-3,
             },
-        ] {
+        ]
+    }
+
+    #[test]
+    fn stepping_a_tensor_in_slices_equals_stepping_it_whole() {
+        let global: Vec<f32> = (0..10).map(|i| i as f32 * 0.1).collect();
+        let updates: [Vec<f32>; 2] = [
+            (0..10).map(|i| (i as f32 - 4.0) * 0.3).collect(),
+            (0..10).map(|i| (i as f32).sin()).collect(),
+        ];
+        for config in stepping_strategies() {
             let (mut whole, mut sliced) = (build(&config), build(&config));
             let (mut a, mut b) = (global.clone(), global.clone());
             for u in &updates {
