@@ -16,6 +16,10 @@ echo "== cargo build (binaries the end-to-end suites run)"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2
+echo "== fuzz: 60 s over every decoder (the long run is scripts/fuzz.sh)"
+fuzz_seed="${MODELPUB_FUZZ_SEED:-$(date +%s)}"
+echo "fuzz seed ${fuzz_seed} (MODELPUB_FUZZ_SEED=${fuzz_seed} repeats this pass)"
+target/debug/modelpub-fuzz --seconds 60 --seed "$fuzz_seed" --crashes target/fuzz-crashes
 echo "== images (scripts/images.sh: build both, run them as the chart does)"
 case "${MODELPUB_IMAGES:-auto}" in
   off) echo "images: skipped (MODELPUB_IMAGES=off)" ;;

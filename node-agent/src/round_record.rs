@@ -38,6 +38,35 @@ pub struct RoundRecord {
 }
 
 impl RoundRecord {
+    /// What participants are told of the round (`GetRoundResult`).
+    pub fn result(&self) -> modelpub_protocol::pb::RoundResult {
+        let mut metrics = std::collections::BTreeMap::new();
+        for (name, value) in [
+            ("accuracy", self.accuracy),
+            ("loss", self.loss),
+            ("train_loss", self.train_loss),
+        ] {
+            if let Some(v) = value {
+                metrics.insert(name.to_string(), v);
+            }
+        }
+        modelpub_protocol::pb::RoundResult {
+            round: self.round,
+            succeeded: self.succeeded,
+            reason: self.reason.clone(),
+            model_sha256: self.model_sha256.clone(),
+            participants: self.participant_names.clone(),
+            // `dropped_names` say when: "inst-2 (before the upload)".
+            dropped: (self.dropped_names.iter())
+                .map(|d| d.split(" (").next().unwrap_or(d).to_string())
+                .collect(),
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            seconds: self.seconds,
+            metrics: metrics.into_iter().collect(),
+        }
+    }
+
     pub fn read_all(path: &std::path::Path) -> std::io::Result<Vec<RoundRecord>> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,

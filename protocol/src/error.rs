@@ -37,6 +37,13 @@ pub enum ProtocolError {
         last: u64,
     },
 
+    #[error("replay journal {path}, line {line}: {reason}")]
+    ReplayJournal {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
     #[error("malformed: {0}")]
     Malformed(String),
 
@@ -80,6 +87,7 @@ impl From<ProtocolError> for tonic::Status {
             | ProtocolError::WrongFederation { .. }
             | ProtocolError::Malformed(_) => tonic::Status::invalid_argument(msg),
             ProtocolError::Io { .. }
+            | ProtocolError::ReplayJournal { .. }
             | ProtocolError::Tls(_)
             | ProtocolError::Audit(_)
             | ProtocolError::Randomness(_) => tonic::Status::internal(msg),

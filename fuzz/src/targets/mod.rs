@@ -4,6 +4,7 @@ mod audit_log;
 mod datasets;
 mod envelope;
 mod join_token;
+mod restart_state;
 mod secagg;
 mod tensor_chunks;
 mod vault;
@@ -24,6 +25,8 @@ pub fn all() -> anyhow::Result<Vec<Box<dyn Target>>> {
         Box::new(datasets::TextFiles::new()?),
         Box::new(datasets::SealedDatasets::new()?),
         Box::new(weights_file::WeightsFiles::new()?),
+        Box::new(restart_state::ReplayJournal::new()?),
+        Box::new(restart_state::Checkpoints::new()?),
     ])
 }
 

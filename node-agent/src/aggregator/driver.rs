@@ -1,7 +1,6 @@
 //! Runs the aggregator: serves the Federation service over mutual TLS and
 //! drives the run round by round.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,13 +19,14 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::Shared;
-use super::evaluator::Evaluator;
+use super::checkpoint::{self, Checkpoint, Store};
+use super::evaluator::{Evaluator, Score};
 use super::presence::Present;
 use super::round;
 use super::server_step;
 use super::service::FederationService;
 use super::state::{GlobalModel, Phase, State};
-use super::strategy::{self, Strategy};
+use super::strategy::{self, Strategy, StrategyState};
 use crate::audit_trail;
 use crate::config::{AggregatorConfig, read_json};
 use crate::model::Model;
@@ -54,7 +54,26 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     }
     let audit = AuditLog::open(party.root(), identity.clone())?;
     let roster = Roster::new(config.roster.clone());
-    let initial = Model::new(&config.model, tch::Device::Cpu, config.model_seed)?.weights();
+    // A restart takes up the run where the last checkpoint left it.
+    let model_id = format!("{} {}", config.model.family(), config.model.to_json());
+    let store = Store::new(party.root(), &config.federation, &model_id)?;
+    let (initial, resume) = match store.load()? {
+        Some(r) => {
+            tracing::info!(
+                last_round = r.checkpoint.last_round(),
+                interrupted = ?r.checkpoint.open_round,
+                model = %r.checkpoint.model_sha256,
+                "resuming from checkpoint"
+            );
+            (r.global, Some((r.checkpoint, r.strategy_state)))
+        }
+        None => (
+            Model::new(&config.model, tch::Device::Cpu, config.model_seed)?.weights(),
+            None,
+        ),
+    };
+    // Envelopes accepted before a restart stay refused after it.
+    let replay = ReplayGuard::persistent(party.root().join("replay.jsonl"))?;
     let evaluator = match &config.evaluation {
         Some(v) => Some(Evaluator::open(v, config.model.clone())?),
         None => None,
@@ -68,13 +87,24 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         signer: Signer::new(identity, &config.federation),
         roster,
-        replay: ReplayGuard::new(),
+        replay,
         audit,
         state: Mutex::new(State::new(global)),
         changes,
         telemetry,
         config,
     });
+    {
+        let mut state = shared.lock_anyhow()?;
+        for record in resume.iter().flat_map(|(c, _)| &c.records) {
+            shared.telemetry.round_restored(record);
+            state.results.insert(record.round, record.result());
+        }
+        // The published file always holds the model the run goes on from
+        // (a crash between publishing a model and checkpointing it leaves
+        // a newer one), so a checkpoint can hard-link it.
+        publish_model(&party, &state.global)?;
+    }
     if let Some(addr) = &shared.config.metrics_listen {
         let watched = shared.clone();
         let health: Health = Arc::new(move || match watched.state.lock() {
@@ -133,7 +163,7 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     tracing::info!(%address, "aggregator listening");
     shared.telemetry.ready();
 
-    let outcome = drive(&shared, evaluator, strategy, &party).await;
+    let outcome = drive(&shared, evaluator, strategy, &party, &store, resume).await;
     let reason = match &outcome {
         Ok(summary) => summary.clone(),
         Err(e) => format!("run aborted: {e:#}"),
@@ -211,9 +241,19 @@ async fn drive(
     evaluator: Option<Evaluator>,
     mut strategy: Box<dyn Strategy>,
     party: &PartyDir,
+    store: &Store,
+    resume: Option<(Checkpoint, StrategyState)>,
 ) -> anyhow::Result<String> {
     let config = &shared.config;
-    wait_for_joins(shared).await?;
+    let mut checkpoint = match resume {
+        Some((checkpoint, state)) => {
+            strategy
+                .restore(state)
+                .map_err(|e| anyhow::anyhow!("checkpoint: {e}"))?;
+            checkpoint
+        }
+        None => store.fresh(shared.lock_anyhow()?.global.digest()),
+    };
     let global = shared.lock_anyhow()?.global.clone();
     let layout: Vec<(String, Vec<u64>)> = global
         .set
@@ -221,11 +261,18 @@ async fn drive(
         .iter()
         .map(|t| (t.name.clone(), t.shape.clone()))
         .collect();
-    let mut last_score = match &evaluator {
-        Some(e) => Some(e.score(global.clone()).await?),
-        None => None,
+    let restored_score = (checkpoint.records.iter().rev()).find_map(|r| {
+        Some(Score {
+            accuracy: r.accuracy?,
+            loss: r.loss?,
+        })
+    });
+    let mut last_score = match (&evaluator, restored_score) {
+        (Some(_), Some(score)) => Some(score),
+        (Some(e), None) => Some(e.score(global.clone()).await?),
+        (None, _) => None,
     };
-    let mut succeeded = 0;
+    let mut succeeded = checkpoint.records.iter().filter(|r| r.succeeded).count();
     let lengths: Vec<usize> = layout
         .iter()
         .map(|(_, shape)| shape.iter().product::<u64>() as usize)
@@ -241,8 +288,49 @@ async fn drive(
         )?),
         None => None,
     };
+    if let Some(b) = budget.as_mut() {
+        for _ in 0..checkpoint.privacy_steps {
+            b.record_step();
+        }
+    }
+    if let Some(round) = checkpoint.open_round.take() {
+        let record = checkpoint::interrupted(
+            round,
+            &checkpoint.model_sha256,
+            budget.as_ref().map(|b| b.spent()),
+        );
+        tracing::warn!(round, "round failed: {}", record.reason);
+        audit_trail::event(
+            &shared.audit,
+            Direction::Local,
+            "modelpub.v1.RoundResult",
+            "",
+            round,
+            &record.model_sha256,
+            &record.reason,
+        );
+        shared.telemetry.round_closed(&record);
+        shared.lock_anyhow()?.results.insert(round, record.result());
+        checkpoint.records.push(record);
+        store.mark(&checkpoint)?;
+    }
+    // Records checkpointed but not yet in rounds.jsonl (a stop between the
+    // two writes, or the interrupted round just recorded).
+    let in_file = RoundRecord::read_all(&config.rounds_file)
+        .with_context(|| format!("cannot read {}", config.rounds_file.display()))?
+        .iter()
+        .map(|r| r.round)
+        .max()
+        .unwrap_or(0);
+    for record in checkpoint.records.iter().filter(|r| r.round > in_file) {
+        append_line(&config.rounds_file, &serde_json::to_string(record)?)?;
+    }
+    let first = checkpoint.last_round() + 1;
+    if first <= config.rounds {
+        wait_for_joins(shared).await?;
+    }
     let mut stopped_early = None;
-    for round in 1..=config.rounds {
+    for round in first..=config.rounds {
         if let Some(b) = &budget
             && b.would_exceed(1)
         {
@@ -265,6 +353,8 @@ async fn drive(
         }
         let joined = joined_now(shared)?;
         let plan = round::plan(shared, round, &joined, strategy.as_ref(), vector_len)?;
+        checkpoint.open_round = Some(round);
+        store.mark(&checkpoint)?;
         // One span per round (exported over OTLP when configured); the
         // handlers' and stages' events land in it.
         let closed = round::run(shared, plan, &lengths)
@@ -339,28 +429,20 @@ async fn drive(
             seconds: open.started.elapsed().as_secs_f64(),
             model_sha256: digest.clone(),
         };
+        // Checkpoint first: a stop before the append is mended on restart
+        // from the checkpoint; the other order could record a round twice.
+        checkpoint.open_round = None;
+        checkpoint.model_sha256 = digest.clone();
+        checkpoint.privacy_steps = budget.as_ref().map_or(0, |b| b.steps());
+        checkpoint.records.push(record.clone());
+        {
+            let global = shared.lock_anyhow()?.global.clone();
+            let published = party.root().join("global-model.safetensors");
+            store.save(&mut checkpoint, &global.set, &published, &strategy.state())?;
+        }
         append_line(&config.rounds_file, &serde_json::to_string(&record)?)?;
         shared.telemetry.round_closed(&record);
-        let mut metrics = BTreeMap::new();
-        if let Some(s) = &last_score {
-            metrics.insert("accuracy".to_string(), s.accuracy);
-            metrics.insert("loss".to_string(), s.loss);
-        }
-        if let Some(l) = train_loss {
-            metrics.insert("train_loss".to_string(), l);
-        }
-        let result = pb::RoundResult {
-            round,
-            succeeded: ok,
-            reason: reason.clone(),
-            model_sha256: digest.clone(),
-            participants: uploaded,
-            dropped,
-            bytes_up: record.bytes_up,
-            bytes_down: record.bytes_down,
-            seconds: record.seconds,
-            metrics: metrics.into_iter().collect(),
-        };
+        let result = record.result();
         audit_trail::event(
             &shared.audit,
             Direction::Local,

@@ -2,6 +2,7 @@
 //! applies the strategy and publishes each new global model.
 
 pub mod accumulator;
+pub mod checkpoint;
 mod driver;
 mod evaluator;
 mod listener;

@@ -11,6 +11,9 @@ use crate::config::StrategyConfig;
 /// Flat f32 buffers, one per named tensor, in manifest order.
 pub type Weights = Vec<Vec<f32>>;
 
+/// A strategy's server state as named flat buffers (checkpoint.rs).
+pub type StrategyState = Vec<(String, Vec<f32>)>;
+
 /// A round's mean update: per tensor (plain rounds), or as the one flat
 /// vector the secure sum decodes into, with the tensors' lengths, so that
 /// unmasking never copies a model to split it.
@@ -45,6 +48,23 @@ pub trait Strategy: Send {
         global: &[f32],
         update: &mut [f32],
     );
+
+    /// The server state a restarted aggregator needs to step on exactly as
+    /// before (checkpoint.rs), as named flat buffers; none by default.
+    fn state(&self) -> StrategyState {
+        Vec::new()
+    }
+
+    /// Takes back what [`Strategy::state`] gave.
+    fn restore(&mut self, state: StrategyState) -> Result<(), String> {
+        match state.first() {
+            None => Ok(()),
+            Some((name, _)) => Err(format!(
+                "strategy {} keeps no server state, but the checkpoint holds {name:?}",
+                self.name()
+            )),
+        }
+    }
 
     /// Moves `global` given the example-weighted mean update.
     fn apply(&mut self, global: &mut Weights, mean_update: &[&[f32]]) {
@@ -162,6 +182,47 @@ impl Strategy for FedAdam {
             *u = g + self.lr * *m / (v.sqrt() + self.tau);
         }
     }
+
+    fn state(&self) -> StrategyState {
+        let moments = |prefix: &str, w: &Weights| {
+            w.iter()
+                .enumerate()
+                .map(|(i, t)| (format!("{prefix}.{i}"), t.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut state = moments("m", &self.m);
+        state.extend(moments("v", &self.v));
+        state
+    }
+
+    fn restore(&mut self, state: StrategyState) -> Result<(), String> {
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        for (name, values) in state {
+            let (which, index) = name
+                .split_once('.')
+                .and_then(|(w, i)| Some((w.to_string(), i.parse::<usize>().ok()?)))
+                .ok_or_else(|| format!("fedadam state {name:?} is not m.<i> or v.<i>"))?;
+            let into = match which.as_str() {
+                "m" => &mut m,
+                "v" => &mut v,
+                _ => return Err(format!("fedadam state {name:?} is not m.<i> or v.<i>")),
+            };
+            if into.len() <= index {
+                into.resize_with(index + 1, Vec::new);
+            }
+            into[index] = values;
+        }
+        if m.len() != v.len() {
+            return Err(format!(
+                "fedadam state has {} first and {} second moments",
+                m.len(),
+                v.len()
+            ));
+        }
+        self.m = m;
+        self.v = v;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +254,26 @@ pub(super) mod tests {
                 tau: 1e-3,
             },
         ]
+    }
+
+    #[test]
+    fn a_restored_strategy_steps_exactly_as_the_one_it_was_saved_from() {
+        for config in stepping_strategies() {
+            let mut a = build(&config);
+            let mut g = vec![vec![1.0, 2.0, 3.0], vec![0.5]];
+            a.apply(&mut g, &[&[0.1, -0.2, 0.3], &[0.05]]);
+            let mut b = build(&config);
+            b.restore(a.state()).unwrap();
+            let (mut ga, mut gb) = (g.clone(), g);
+            a.apply(&mut ga, &[&[0.2, 0.1, -0.1], &[0.01]]);
+            b.apply(&mut gb, &[&[0.2, 0.1, -0.1], &[0.01]]);
+            assert_eq!(ga, gb, "{}", a.name());
+        }
+        let mut avg = build(&StrategyConfig::FedAvg);
+        assert!(avg.restore(vec![("m.0".into(), vec![1.0])]).is_err());
+        let mut adam = build(&stepping_strategies()[1]);
+        let e = adam.restore(vec![("x.0".into(), vec![1.0])]).unwrap_err();
+        assert!(e.contains("x.0"), "{e}");
     }
 
     #[test]

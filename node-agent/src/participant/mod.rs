@@ -104,25 +104,16 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
         federation: config.federation.clone(),
     };
 
-    let join = session.seal(
-        0,
-        &pb::JoinRequest {
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            num_examples: data.len() as u64,
-            device: format!("{device:?}").to_lowercase(),
-            fast_mask_prgs: MaskPrg::fast_here()
-                .into_iter()
-                .map(|p| pb::MaskPrg::from(p) as i32)
-                .collect(),
-        },
-    );
-    let reply = session
-        .client
-        .join(join)
-        .await
-        .context("join")?
-        .into_inner();
-    let accepted: pb::JoinAccepted = session.open(&reply, RoundRule::Exactly(0))?;
+    let join_request = pb::JoinRequest {
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        num_examples: data.len() as u64,
+        device: format!("{device:?}").to_lowercase(),
+        fast_mask_prgs: MaskPrg::fast_here()
+            .into_iter()
+            .map(|p| pb::MaskPrg::from(p) as i32)
+            .collect(),
+    };
+    let accepted = join(&mut session, &join_request).await?;
     let spec = accepted
         .model
         .context("JoinAccepted carries no model spec")?;
@@ -137,12 +128,26 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
     let mut after_round = accepted.current_round;
     loop {
         let ask = session.seal(0, &pb::RoundRequest { after_round });
-        let reply = session
-            .client
-            .await_round(ask)
-            .await
-            .context("waiting for the next round")?
-            .into_inner();
+        let reply = match session.client.await_round(ask).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) if aggregator_gone(&status) => {
+                // The aggregator restarted (or its pod did): it forgot who
+                // joined, and says from which round on it counts on us.
+                tracing::warn!(
+                    after_round,
+                    "aggregator unreachable ({}); joining again",
+                    status.message()
+                );
+                let patience = Duration::from_secs(config.connect_timeout_secs);
+                let accepted = rejoin(&mut session, &join_request, patience).await?;
+                tracing::info!(current_round = accepted.current_round, "joined again");
+                after_round = accepted.current_round;
+                continue;
+            }
+            Err(status) => {
+                return Err(anyhow::Error::new(status).context("waiting for the next round"));
+            }
+        };
         if reply.kind == pb::FederationFinished::full_name() {
             let done: pb::FederationFinished = session.open(&reply, RoundRule::Exactly(0))?;
             tracing::info!(rounds = done.rounds_completed, model = %done.final_model_sha256, "federation finished: {}", done.reason);
@@ -186,6 +191,51 @@ pub async fn run(party: PartyDir) -> anyhow::Result<()> {
         after_round = round;
     }
     Ok(())
+}
+
+async fn join(
+    session: &mut Session,
+    request: &pb::JoinRequest,
+) -> anyhow::Result<pb::JoinAccepted> {
+    let env = session.seal(0, request);
+    let reply = session.client.join(env).await.context("join")?.into_inner();
+    session.open(&reply, RoundRule::Exactly(0))
+}
+
+/// Joins again, trying for `patience` while the aggregator is not back.
+async fn rejoin(
+    session: &mut Session,
+    request: &pb::JoinRequest,
+    patience: Duration,
+) -> anyhow::Result<pb::JoinAccepted> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match join(session, request).await {
+            Ok(accepted) => return Ok(accepted),
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && e.downcast_ref::<tonic::Status>()
+                        .is_some_and(aggregator_gone) =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "the aggregator did not take us back within {} s",
+                    patience.as_secs()
+                )));
+            }
+        }
+    }
+}
+
+/// What a call sees when the aggregator's process or connection went away
+/// (not a refusal, which has its own code).
+fn aggregator_gone(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
 }
 
 /// Everything one round of this participant needs.

@@ -67,6 +67,13 @@ impl AggregatorTelemetry {
         self.status.round_closed(record);
     }
 
+    /// A round closed before a restart (checkpoint.rs): back on the status
+    /// board, but not counted again in the metrics, whose counters start
+    /// over with the process as Prometheus expects of a restart.
+    pub fn round_restored(&self, record: &RoundRecord) {
+        self.status.round_closed(record);
+    }
+
     /// The run ended: `Ok(summary)`, or `Err(why it was aborted)`.
     pub fn finished(&self, outcome: Result<&str, &str>) {
         self.status.finished(outcome);

@@ -53,6 +53,27 @@ pub async fn start_federation_with(
     min: u32,
     tweak: impl FnOnce(&mut AggregatorConfig),
 ) -> Federation {
+    let layout = lay_out_federation(out, n, rounds, min, tweak);
+    let server = tokio::spawn(aggregator::run(layout.aggregator.clone()));
+    while std::fs::read_to_string(&layout.address_file).map_or(true, |a| a.is_empty()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Federation {
+        aggregator: layout.aggregator,
+        institutions: layout.institutions,
+        server,
+    }
+}
+
+/// The party directories of a digits federation of `n` institutions, as
+/// [`start_federation_with`] lays them out, with nothing started.
+pub fn lay_out_federation(
+    out: &std::path::Path,
+    n: usize,
+    rounds: u32,
+    min: u32,
+    tweak: impl FnOnce(&mut AggregatorConfig),
+) -> setup::Layout {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
     let whole = Dataset::Tabular(data::load_digits(&dir).unwrap());
     let (train, test) = data::split_train_test(&whole, 0.2, 1).unwrap();
@@ -92,15 +113,7 @@ pub async fn start_federation_with(
     config.join_timeout_secs = 30;
     tweak(&mut config);
     write_json(&layout.aggregator.config(), &config).unwrap();
-    let server = tokio::spawn(aggregator::run(layout.aggregator.clone()));
-    while std::fs::read_to_string(&layout.address_file).map_or(true, |a| a.is_empty()) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Federation {
-        aggregator: layout.aggregator,
-        institutions: layout.institutions,
-        server,
-    }
+    layout
 }
 
 /// A gRPC client holding `inst`'s certificate.
