@@ -300,15 +300,7 @@ async fn drive(
             budget.as_ref().map(|b| b.spent()),
         );
         tracing::warn!(round, "round failed: {}", record.reason);
-        audit_trail::event(
-            &shared.audit,
-            Direction::Local,
-            "modelpub.v1.RoundResult",
-            "",
-            round,
-            &record.model_sha256,
-            &record.reason,
-        );
+        audit_round(shared, &record);
         shared.telemetry.round_closed(&record);
         shared.lock_anyhow()?.results.insert(round, record.result());
         checkpoint.records.push(record);
@@ -443,15 +435,7 @@ async fn drive(
         append_line(&config.rounds_file, &serde_json::to_string(&record)?)?;
         shared.telemetry.round_closed(&record);
         let result = record.result();
-        audit_trail::event(
-            &shared.audit,
-            Direction::Local,
-            "modelpub.v1.RoundResult",
-            "",
-            round,
-            &digest,
-            if ok { "round completed" } else { &reason },
-        );
+        audit_round(shared, &record);
         shared.lock_anyhow()?.results.insert(round, result);
         shared.bump();
         if ok {
@@ -465,6 +449,24 @@ async fn drive(
         Some(reason) => format!("{summary}; {reason}"),
         None => summary,
     })
+}
+
+/// A round's outcome in the aggregator's audit log.
+fn audit_round(shared: &Shared, record: &RoundRecord) {
+    let note = if record.succeeded {
+        "round completed"
+    } else {
+        &record.reason
+    };
+    audit_trail::event(
+        &shared.audit,
+        Direction::Local,
+        "modelpub.v1.RoundResult",
+        "",
+        record.round,
+        &record.model_sha256,
+        note,
+    );
 }
 
 /// Everyone who has joined so far and is still connected: participants
